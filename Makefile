@@ -1,0 +1,37 @@
+# Two entry points on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Prefect's ephemeral API needs far more than its default 20 s to start on 2-core machines.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m flows.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check reelforge tasks flows tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy reelforge
+
+test: lint typecheck
+	$(BIN)/pytest -q -rs
+
+bench: $(STAMP)
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache demo-output

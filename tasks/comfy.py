@@ -1,0 +1,48 @@
+"""Prefect tasks around GPU jobs: retries for transient failures only, the engine does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+from prefect.context import TaskRunContext
+from prefect.tasks import exponential_backoff
+
+from reelforge.comfy.collect import JobRecord, run_and_collect
+from reelforge.comfy.errors import TransientComfyError
+from reelforge.comfy.pool import WorkerPool
+from reelforge.comfy.types import Graph, JobOwner
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only failures a retry can fix (worker down, timeouts, 5xx, lost prompt)."""
+    try:
+        state.result()
+    except TransientComfyError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+def _owner(job_id: str) -> JobOwner:
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return JobOwner(job_id=job_id)
+    return JobOwner(job_id=job_id, flow_run_id=str(ctx.task_run.flow_run_id), task_run_id=str(ctx.task_run.id))
+
+
+# The pool holds live connections, so this task is not cached (content caching arrives with storage).
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NONE,
+    task_run_name="gpu-job-{job_id}",
+)
+async def run_gpu_job(pool: WorkerPool, graph: Graph, job_id: str, dest_dir: Path) -> JobRecord:
+    """Run one ComfyUI graph on the pool and download its outputs into ``dest_dir``."""
+    return await run_and_collect(pool, graph, job_id=job_id, dest_dir=dest_dir, owner=_owner(job_id))

@@ -1,0 +1,154 @@
+"""Pure routing decisions: eligibility, availability, affinity, least-busy, tie-breaks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reelforge.comfy.errors import NoEligibleWorker
+from reelforge.comfy.graph import ModelRef
+from reelforge.comfy.routing import (
+    Requirement,
+    WorkerSnapshot,
+    any_eligible_healthy,
+    choose_worker,
+    eligibility,
+)
+
+BASE = frozenset({"EmptyImage", "SaveImage", "CheckpointLoaderSimple", "KSampler"})
+SDXL = ModelRef(folder="checkpoints", name="sdxl.safetensors")
+FLUX = ModelRef(folder="checkpoints", name="flux.safetensors")
+LORA = ModelRef(folder="loras", name="hero.safetensors")
+MODELS = {"checkpoints": frozenset({SDXL.name, FLUX.name}), "loras": frozenset({LORA.name})}
+
+
+def snap(name: str, order: int = 0, **kw: Any) -> WorkerSnapshot:
+    kw.setdefault("node_classes", BASE)
+    kw.setdefault("models", MODELS)
+    return WorkerSnapshot(name=name, url=f"http://{name}", order=order, **kw)
+
+
+def ckpt_graph(ckpt: str) -> dict[str, dict[str, Any]]:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+
+
+def test_requirement_from_graph_collects_classes_models_and_affinity() -> None:
+    req = Requirement.for_graph(ckpt_graph(SDXL.name), models=[LORA], label="gpu")
+    assert req.node_classes == {"CheckpointLoaderSimple", "SaveImage"}
+    assert req.models == {SDXL, LORA}
+    assert req.affinity == {SDXL}  # loras are not affinity models
+    assert req.label == "gpu"
+
+
+def test_missing_node_classes_are_named() -> None:
+    req = Requirement(node_classes=frozenset({"EmptyImage", "WanVaceToVideo", "VHS_VideoCombine"}))
+    why = eligibility(snap("a"), req)
+    assert why is not None
+    assert "missing node classes" in why
+    assert "VHS_VideoCombine" in why and "WanVaceToVideo" in why
+    assert "EmptyImage" not in why
+
+
+def test_missing_model_files_are_named() -> None:
+    other = ModelRef(folder="loras", name="villain.safetensors")
+    unknown_folder = ModelRef(folder="upscale_models", name="4x.pth")
+    why = eligibility(snap("a"), Requirement(models=frozenset({LORA, other, unknown_folder})))
+    assert why is not None
+    assert "loras/villain.safetensors" in why and "upscale_models/4x.pth" in why
+    assert "hero" not in why
+
+
+def test_wrong_label() -> None:
+    req = Requirement(label="video")
+    assert eligibility(snap("a", labels=frozenset({"image"})), req) == "lacks label 'video' (has: image)"
+    assert eligibility(snap("b", labels=frozenset({"image", "video"})), req) is None
+    assert eligibility(snap("c"), Requirement()) is None  # no label asked: any worker
+
+
+def test_routes_by_node_classes_and_models() -> None:
+    plain = snap("plain", 0, node_classes=frozenset({"EmptyImage", "SaveImage"}))
+    no_lora = snap("no_lora", 1, models={"checkpoints": frozenset({SDXL.name})})
+    full = snap("full", 2, in_flight=1)  # busier, but the only one with both
+    req = Requirement.for_graph(ckpt_graph(SDXL.name), models=[LORA])
+    chosen = choose_worker([plain, no_lora, full], req, now=0.0)
+    assert chosen is not None and chosen.name == "full"
+
+
+def test_no_eligible_worker_lists_every_reason() -> None:
+    workers = [snap("a", labels=frozenset({"image"})), snap("b", node_classes=frozenset({"SaveImage"}))]
+    req = Requirement(node_classes=frozenset({"EmptyImage"}), label="image")
+    with pytest.raises(NoEligibleWorker) as info:
+        choose_worker(workers[1:], req, now=0.0)
+    assert set(info.value.reasons) == {"b"}
+    assert "EmptyImage" in info.value.reasons["b"] and "label" in info.value.reasons["b"]
+    assert "b:" in str(info.value)
+    chosen = choose_worker(workers, req, now=0.0)
+    assert chosen is not None and chosen.name == "a"
+
+
+def test_no_workers_at_all_is_permanent() -> None:
+    with pytest.raises(NoEligibleWorker):
+        choose_worker([], Requirement(), now=0.0)
+
+
+def test_affinity_beats_least_busy() -> None:
+    idle = snap("idle", 0, in_flight=0, last_models=frozenset({FLUX}))
+    warm = snap("warm", 1, in_flight=1, last_models=frozenset({SDXL}))
+    chosen = choose_worker([idle, warm], Requirement.for_graph(ckpt_graph(SDXL.name)), now=0.0)
+    assert chosen is not None and chosen.name == "warm"
+    chosen = choose_worker([idle, warm], Requirement.for_graph(ckpt_graph(FLUX.name)), now=0.0)
+    assert chosen is not None and chosen.name == "idle"
+
+
+def test_affinity_ignored_when_that_worker_is_full() -> None:
+    warm = snap("warm", 0, in_flight=2, capacity=2, last_models=frozenset({SDXL}))
+    cold = snap("cold", 1, in_flight=1)
+    chosen = choose_worker([warm, cold], Requirement.for_graph(ckpt_graph(SDXL.name)), now=0.0)
+    assert chosen is not None and chosen.name == "cold"
+
+
+def test_least_busy_then_stable_order() -> None:
+    workers = [snap("a", 0, in_flight=1), snap("b", 1, in_flight=0), snap("c", 2, in_flight=0)]
+    req = Requirement(node_classes=frozenset({"EmptyImage"}))
+    chosen = choose_worker(workers, req, now=0.0)
+    assert chosen is not None and chosen.name == "b"  # tie between b and c: configuration order
+    chosen = choose_worker(list(reversed(workers)), req, now=0.0)
+    assert chosen is not None and chosen.name == "b"  # independent of list order
+
+
+def test_capacity_full_returns_none_not_error() -> None:
+    workers = [snap("a", in_flight=2, capacity=2), snap("b", 1, in_flight=3, capacity=3)]
+    req = Requirement(node_classes=frozenset({"EmptyImage"}))
+    assert choose_worker(workers, req, now=0.0) is None
+    assert any_eligible_healthy(workers, req, now=0.0)  # full, not down: the caller just waits
+    freed = [workers[0], workers[1].with_in_flight(2)]
+    chosen = choose_worker(freed, req, now=0.0)
+    assert chosen is not None and chosen.name == "b"
+
+
+def test_unhealthy_and_cooling_workers_are_skipped() -> None:
+    req = Requirement(node_classes=frozenset({"EmptyImage"}))
+    sick = snap("sick", 0, healthy=False)
+    cooling = snap("cooling", 1, cooling_until=10.0)
+    assert choose_worker([sick, cooling], req, now=5.0) is None
+    assert not any_eligible_healthy([sick, cooling], req, now=5.0)
+    chosen = choose_worker([sick, cooling], req, now=10.0)  # cooldown over
+    assert chosen is not None and chosen.name == "cooling"
+    # an unhealthy worker with the model loaded loses to a healthy cold one
+    warm_sick = snap("warm", 2, healthy=False, last_models=frozenset({SDXL}))
+    chosen = choose_worker([warm_sick, cooling], Requirement.for_graph(ckpt_graph(SDXL.name)), now=11.0)
+    assert chosen is not None and chosen.name == "cooling"
+
+
+def test_unknown_capabilities_mean_wait_not_fail() -> None:
+    never_seen = snap("new", node_classes=None, models={}, healthy=False)
+    req = Requirement(node_classes=frozenset({"Exotic"}))
+    assert eligibility(never_seen, req) is None
+    assert choose_worker([never_seen], req, now=0.0) is None
+    # but a label mismatch is known without contacting the worker
+    with pytest.raises(NoEligibleWorker):
+        choose_worker([never_seen], Requirement(label="video"), now=0.0)
