@@ -25,8 +25,9 @@ from reelforge.comfy.types import Graph, MediaKind, OutputFile
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
 """Extensions that are video even when a node lists them under ``images`` without ``animated``."""
 
-# History ``outputs`` keys that list files, and the kind of media they hold. ``images`` is refined per entry
-# (animated or video extension -> video). ``gifs`` / ``videos`` are custom-node conventions (VideoHelperSuite).
+# History ``outputs`` keys that list files, and the kind of media they hold. ``images`` is refined per
+# entry (animated or video extension -> video). ``gifs`` / ``videos`` are custom-node conventions
+# (VideoHelperSuite).
 _FILE_KEYS: dict[str, MediaKind] = {
     "images": "image",
     "audio": "audio",
@@ -76,7 +77,9 @@ def parse_outputs(outputs: Mapping[str, Any]) -> tuple[list[OutputFile], dict[st
                     raise OutputError(f"output '{key}' of node {node_id} is not a list")
                 continue
             for item in value:
-                if not (isinstance(item, Mapping) and isinstance(item.get("filename"), str) and item["filename"]):
+                if not (
+                    isinstance(item, Mapping) and isinstance(item.get("filename"), str) and item["filename"]
+                ):
                     if known is not None:
                         raise OutputError(f"malformed '{key}' entry of node {node_id}: {item!r:.200}")
                     continue
@@ -145,6 +148,7 @@ def validation_error(
     prompt_id: str | None,
     graph: Graph | None = None,
     accepted: bool = False,
+    removal: str | None = None,
 ) -> PromptValidationError:
     """Map a ``POST /prompt`` answer (400 body, or a 200 with ``node_errors``) to ``PromptValidationError``.
 
@@ -164,7 +168,9 @@ def validation_error(
         details = ""
     if accepted:
         error_type = error_type or "node_errors"
-        message = "worker accepted the prompt but dropped invalid outputs; the prompt was removed"
+        message = "worker accepted the prompt but dropped invalid outputs; " + (
+            f"the prompt was {removal}" if removal else "it could not be removed (it may have run already)"
+        )
     node_errors = parse_node_errors(body.get("node_errors"), graph)
     if not node_errors:
         match = _NODE_ID_IN_DETAILS.search(details)
@@ -172,7 +178,9 @@ def validation_error(
             node_id = match.group(1)
             class_type = str(((graph or {}).get(node_id) or {}).get("class_type") or "")
             node_errors = [
-                NodeError(node_id=node_id, class_type=class_type, type=error_type, message=message, details=details)
+                NodeError(
+                    node_id=node_id, class_type=class_type, type=error_type, message=message, details=details
+                )
             ]
     return PromptValidationError(
         message,
@@ -250,7 +258,9 @@ def failure_from_event(
     )
 
 
-def history_failure(entry: Mapping[str, Any], *, worker: str | None, prompt_id: str | None) -> ComfyError | None:
+def history_failure(
+    entry: Mapping[str, Any], *, worker: str | None, prompt_id: str | None
+) -> ComfyError | None:
     """The exception a finished history entry stands for, or None when it succeeded."""
     status = entry.get("status")
     if not isinstance(status, Mapping):
@@ -271,7 +281,12 @@ def history_failure(entry: Mapping[str, Any], *, worker: str | None, prompt_id: 
 
 
 def is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
 
 
 def ancestors(graph: Mapping[str, Any], roots: Iterable[str]) -> set[str]:

@@ -9,7 +9,8 @@ Among the available eligible workers the choice is, in order:
 1. model affinity: a worker whose most recent job loaded the job's checkpoint / diffusion model (loading
    one costs seconds to minutes on a GPU, far more than waiting behind a short queue);
 2. least busy: fewest of our prompts in flight there;
-3. a stable tie-break: configuration order, then name.
+3. no eviction: a worker with no model loaded before one holding another model;
+4. a stable tie-break: configuration order, then name.
 
 ``choose_worker`` returns ``None`` when eligible workers exist but none is available right now (the caller
 waits) and raises ``NoEligibleWorker`` when no configured worker could ever run the job.
@@ -131,10 +132,16 @@ def eligibility(snapshot: WorkerSnapshot, requirement: Requirement) -> str | Non
     return "; ".join(reasons) or None
 
 
-def rank(snapshot: WorkerSnapshot, requirement: Requirement) -> tuple[int, int, int, str]:
-    """Sort key among available eligible workers: affinity first, then least busy, then stable order."""
+def rank(snapshot: WorkerSnapshot, requirement: Requirement) -> tuple[int, int, int, int, str]:
+    """Sort key among available eligible workers: affinity, least busy, no eviction, stable order.
+
+    "No eviction": between equally busy workers without the job's model, one with no model loaded beats one
+    holding another model (that model may be wanted again soon), so alternating jobs settle on separate
+    workers instead of thrashing the first one.
+    """
     shared = len(requirement.affinity & snapshot.last_models)
-    return (-shared, snapshot.in_flight, snapshot.order, snapshot.name)
+    evicts = int(bool(requirement.affinity) and not shared and bool(snapshot.last_models))
+    return (-shared, snapshot.in_flight, evicts, snapshot.order, snapshot.name)
 
 
 def choose_worker(

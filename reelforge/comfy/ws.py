@@ -13,7 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,6 +39,7 @@ class EventStream:
         http_url: str,
         *,
         on_event: Callable[[dict[str, Any]], None],
+        on_connect: Callable[[], None] | None = None,
         headers: Mapping[str, str] | None = None,
         open_timeout: float = 10.0,
         name: str = "",
@@ -46,6 +47,7 @@ class EventStream:
     ) -> None:
         self._base = ws_base(http_url)
         self._on_event = on_event
+        self._on_connect = on_connect
         self._headers = dict(headers or {})
         self._open_timeout = open_timeout
         self._name = name
@@ -54,10 +56,12 @@ class EventStream:
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
         self._connected = asyncio.Event()
+        self._attempted = asyncio.Event()  # set after each connection attempt, whatever its outcome
+        self._failing = False  # the last connection attempt failed
         self._closed = False
         self.generation = 0  # incremented on every successful connection
         host = urlsplit(http_url).hostname or ""
-        self._proxy: bool | None = None if host in _LOOPBACK else True
+        self._proxy: Literal[True] | None = None if host in _LOOPBACK else True
 
     @property
     def client_id(self) -> str:
@@ -75,16 +79,18 @@ class EventStream:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"comfy-ws-{self._name}")
 
-    async def wait_connected(self, timeout: float) -> bool:
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Start the reader and wait up to ``timeout`` seconds for an open socket."""
         self.start()
         if self._connected.is_set():
             return True
+        if self._failing:
+            return False  # the worker refused the last attempt: do not delay the caller
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await asyncio.wait_for(self._attempted.wait(), timeout)
         except TimeoutError:
             return False
-        return True
+        return self._connected.is_set()
 
     async def drop(self) -> None:
         """Close the current socket (the reader reconnects under a fresh id). For tests and fault handling."""
@@ -127,8 +133,12 @@ class EventStream:
                 ) as ws:
                     self._ws = ws
                     self.generation += 1
+                    self._failing = False
                     self._connected.set()
+                    self._attempted.set()
                     backoff = 0.1
+                    if self._on_connect is not None:
+                        self._on_connect()
                     log.debug("websocket to %s open as %s", self._name, self._client_id)
                     async for frame in ws:
                         if isinstance(frame, str):
@@ -137,11 +147,15 @@ class EventStream:
                 raise
             except (OSError, WebSocketException, TimeoutError) as exc:
                 log.debug("websocket to %s failed: %s", self._name, type(exc).__name__)
+                if self._ws is None:
+                    self._failing = True
             except Exception:  # a bug in a callback must not kill the reader
                 log.exception("websocket reader for %s crashed; reconnecting", self._name)
             finally:
                 self._ws = None
                 self._connected.clear()
+                self._attempted.set()
+                self._attempted = asyncio.Event()
             if self._closed:
                 break
             await asyncio.sleep(backoff)

@@ -51,7 +51,10 @@ def run_ffmpeg(
     timeout: float | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``ffmpeg -hide_banner <args>`` (stdin closed unless ``input_bytes``); raise ``FFmpegError`` with stderr's tail on failure."""
+    """Run ``ffmpeg -hide_banner <args>`` (stdin closed unless ``input_bytes`` is given).
+
+    Raises ``FFmpegError`` with the tail of stderr on failure when ``check``.
+    """
     cmd = [ffmpeg_exe(), "-hide_banner", *[str(a) for a in args]]
     if input_bytes is None:
         cmd.insert(2, "-nostdin")
@@ -71,12 +74,6 @@ def run_ffmpeg(
             stderr=stderr,
         )
     return proc
-
-
-def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
-    """float 0..1 ``[T,H,W,C]`` -> uint8, ComfyUI-style (scale by 255, clip, truncate)."""
-    arr = np.clip(np.asarray(frames, dtype=np.float32) * np.float32(255.0), 0, 255)
-    return arr.astype(np.uint8)
 
 
 def encode_raw_video(
@@ -152,7 +149,9 @@ def encode_raw_video(
     reader.join()
     stderr = b"".join(chunks).decode("utf-8", "replace")
     if returncode != 0 or broken:
-        raise FFmpegError(f"ffmpeg failed (exit {returncode}): {_tail(stderr)}", returncode=returncode, stderr=stderr)
+        raise FFmpegError(
+            f"ffmpeg failed (exit {returncode}): {_tail(stderr)}", returncode=returncode, stderr=stderr
+        )
 
 
 def decode_audio(path: Path, *, sample_rate: int, channels: int, timeout: float | None = None) -> np.ndarray:
@@ -178,7 +177,8 @@ def decode_audio(path: Path, *, sample_rate: int, channels: int, timeout: float 
     )
     samples = np.frombuffer(proc.stdout, dtype="<f4")
     usable = (samples.size // channels) * channels
-    return samples[:usable].reshape(-1, channels).T.copy()
+    out: np.ndarray = samples[:usable].reshape(-1, channels).T.copy()
+    return out
 
 
 def write_raw_audio(path: Path, waveform: np.ndarray) -> None:

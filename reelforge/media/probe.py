@@ -105,7 +105,9 @@ _INPUT_RE = re.compile(r"^Input #0, (?P<format>.+?), from '")
 _DURATION_RE = re.compile(
     r"^\s*Duration: (?P<dur>N/A|\d+:\d+:\d+(?:\.\d+)?)(?:, start: [^,]+)?, bitrate: (?P<br>N/A|[\d.]+) kb/s"
 )
-_STREAM_RE = re.compile(r"^\s*Stream #0:(?P<idx>\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<kind>\w+): (?P<rest>.*)$")
+_STREAM_RE = re.compile(
+    r"^\s*Stream #0:(?P<idx>\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<kind>\w+): (?P<rest>.*)$"
+)
 _SIZE_RE = re.compile(r"(?<![\w])(\d{1,5})x(\d{1,5})(?![\w])")
 _FPS_RE = re.compile(r"([\d.]+)(k?) fps")
 _TBR_RE = re.compile(r"([\d.]+)(k?) tbr")
@@ -124,7 +126,7 @@ def _split_top_level(text: str) -> list[str]:
     """Split a stream description on commas that are not inside parentheses or brackets."""
     parts: list[str] = []
     depth = 0
-    current = []
+    current: list[str] = []
     for ch in text:
         if ch in "([":
             depth += 1
@@ -206,7 +208,9 @@ def parse_ffmpeg_info(path: str, stderr: str) -> MediaInfo:
                     break
             if size is None:
                 continue
-            pix_fmt = parts[1].split("(")[0].strip() if len(parts) > 1 and not _SIZE_RE.match(parts[1]) else None
+            pix_fmt = (
+                parts[1].split("(")[0].strip() if len(parts) > 1 and not _SIZE_RE.match(parts[1]) else None
+            )
             rest = m.group("rest")
             fps = _rate(_FPS_RE.search(rest))
             if fps is None:

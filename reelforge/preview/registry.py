@@ -126,7 +126,7 @@ class NodeClass:
 
     def object_info(self, dirs: WorkerDirs) -> dict[str, Any]:
         """The /object_info entry, with dynamic combo lists filled from the worker's folders."""
-        info = json.loads(json.dumps(self.schema))
+        info: dict[str, Any] = json.loads(json.dumps(self.schema))
         if self.combos is not None:
             for input_name, values in self.combos(dirs).items():
                 for section in ("required", "optional"):

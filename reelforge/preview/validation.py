@@ -1,4 +1,6 @@
-"""ComfyUI 0.3.64's prompt validation (``execution.validate_prompt`` / ``validate_inputs``), same order, same JSON.
+"""ComfyUI 0.3.64's prompt validation (``execution.validate_prompt`` / ``validate_inputs``).
+
+Same order of checks, same error JSON.
 
 Reproduced literally, quirks included:
 
@@ -61,7 +63,9 @@ def full_type_name(klass: type) -> str:
     return module + "." + klass.__qualname__
 
 
-def get_input_info(class_inputs: dict[str, Any], input_name: str) -> tuple[Any, str | None, dict[str, Any] | None]:
+def get_input_info(
+    class_inputs: dict[str, Any], input_name: str
+) -> tuple[Any, str | None, dict[str, Any] | None]:
     """(input_type, category, extra_info) like ComfyUI's ``get_input_info``; (None, None, None) if unknown."""
     for category in ("required", "optional", "hidden"):
         section = class_inputs.get(category) or {}
@@ -96,7 +100,7 @@ def is_link(obj: Any) -> bool:
         return False
     if not isinstance(obj[0], str):
         return False
-    return isinstance(obj[1], (int, float)) and not isinstance(obj[1], bool)
+    return isinstance(obj[1], (int, float))  # bool is an int here too, as in ComfyUI
 
 
 class _Validator:
@@ -316,9 +320,8 @@ class _Validator:
                 names = [f"'{n}'" for n in missing]
                 listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
                 plural = "argument" if len(names) == 1 else "arguments"
-                raise TypeError(
-                    f"{class_type}.VALIDATE_INPUTS() missing {len(names)} required positional {plural}: {listed}"
-                )
+                head = f"{class_type}.VALIDATE_INPUTS() missing {len(names)}"
+                raise TypeError(f"{head} required positional {plural}: {listed}")
             ret = obj_class.validate_inputs(self.dirs, input_filtered)
             for x in input_filtered:
                 if ret is not True:
@@ -343,10 +346,16 @@ class _Validator:
         return result
 
 
-def _invalid_prompt(message: str, node_id: str) -> ValidationOutcome:
+def _invalid_prompt(message: str, node_id: str, graph: dict[str, Any]) -> ValidationOutcome:
     return ValidationOutcome(
         ok=False,
-        error={"type": "invalid_prompt", "message": message, "details": f"Node ID '#{node_id}'", "extra_info": {}},
+        coerced=graph,
+        error={
+            "type": "invalid_prompt",
+            "message": message,
+            "details": f"Node ID '#{node_id}'",
+            "extra_info": {},
+        },
     )
 
 
@@ -362,18 +371,25 @@ def validate_prompt(
     for x in graph:
         node_def = graph[x]
         if not isinstance(node_def, dict) or "class_type" not in node_def:
-            return _invalid_prompt("Cannot execute because a node is missing the class_type property.", x)
+            return _invalid_prompt(
+                "Cannot execute because a node is missing the class_type property.", x, graph
+            )
         class_type = node_def["class_type"]
         cls = registry.get(class_type) if isinstance(class_type, str) else None
         if cls is None:
-            return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", x)
+            return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", x, graph)
         if cls.output_node and (partial_targets is None or x in partial_targets) and x not in outputs:
             outputs.append(x)
 
     if len(outputs) == 0:
         return ValidationOutcome(
             ok=False,
-            error={"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}},
+            error={
+                "type": "prompt_no_outputs",
+                "message": "Prompt has no outputs",
+                "details": "",
+                "extra_info": {},
+            },
             coerced=graph,
         )
 
@@ -397,7 +413,10 @@ def validate_prompt(
                     "type": "exception_during_validation",
                     "message": "Exception when validating node",
                     "details": str(ex),
-                    "extra_info": {"exception_type": full_type_name(typ), "traceback": traceback.format_tb(tb)},
+                    "extra_info": {
+                        "exception_type": full_type_name(typ),
+                        "traceback": traceback.format_tb(tb),
+                    },
                 }
             ]
             validator.validated[o] = (False, reasons, o)

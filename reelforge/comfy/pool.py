@@ -1,0 +1,591 @@
+"""A pool of ComfyUI workers: capability routing, health with cooldown, a shallow queue, failover.
+
+* **Routing** (``routing.py``): a job goes to a worker that has its node classes, model files and label,
+  preferring the worker whose latest job loads the same checkpoint / diffusion model, then the least busy.
+* **Shallow queue**: at most ``1 + queue_depth`` of our prompts (running + pending) sit on one worker.
+  With ``queue_depth=1`` the next prompt is already queued when the running one finishes, so the GPU never
+  idles between jobs, yet everything else stays here, re-routable to whichever worker frees up first.
+  Waiting jobs are served first-come first-served: a job is skipped only when no worker it could use is
+  free, so a later job never takes a slot an earlier one could have used.
+* **Health**: ``start()`` checks every worker (``/system_stats``, ``/object_info``, ``/models/<folder>``)
+  concurrently. A watcher per worker re-checks healthy workers every ``health_interval`` seconds. A worker
+  whose check or job fails is marked unhealthy and cools down (``cooldown_base * 2**(n-1)``, capped at
+  ``cooldown_max``); when the cooldown ends it is checked again and, if it answers, its capabilities are
+  re-read and it takes jobs again.
+* **Failover**: when a worker dies or restarts under a job (``WorkerUnavailable``, ``WorkerTimeout``,
+  ``WorkerServerError``, ``PromptLost``), the pool first asks that worker, if reachable, about the prompt:
+  still running -> keep waiting there; finished -> return that result (a job never runs twice when it did
+  complete); pending -> delete it there. Otherwise the worker cools down and the job runs again on another
+  eligible worker under a new prompt id, at most ``max_failovers`` times. Permanent errors propagate at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from reelforge.comfy.client import ComfyClient
+from reelforge.comfy.errors import (
+    ComfyError,
+    JobDeadlineExceeded,
+    NoEligibleWorker,
+    NoWorkerAvailable,
+    PromptLost,
+    TransientComfyError,
+    WorkerServerError,
+    WorkerTimeout,
+    WorkerUnavailable,
+)
+from reelforge.comfy.graph import ModelRef
+from reelforge.comfy.routing import Requirement, WorkerSnapshot, any_eligible_healthy, choose_worker
+from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
+
+__all__ = ["WorkerPool", "WorkerStatus"]
+
+log = logging.getLogger(__name__)
+
+# Errors meaning "the worker died, restarted or hung under this job": the job may run elsewhere.
+FAILOVER_ERRORS: tuple[type[TransientComfyError], ...] = (
+    WorkerUnavailable,
+    WorkerTimeout,
+    WorkerServerError,
+    PromptLost,
+)
+
+_TICK = 0.5  # seconds between a waiting job's checks of its own deadline / unavailability
+
+
+class WorkerStatus(BaseModel):
+    """One worker as the pool sees it, for display."""
+
+    name: str
+    url: str
+    labels: list[str]
+    healthy: bool
+    cooling_s: float  # seconds of cooldown left (0 when not cooling)
+    in_flight: int  # ours, running + pending
+    capacity: int
+    node_classes: int | None  # number of classes known (None: never answered)
+    last_models: list[str]
+    completed: int
+    failed_over: int  # jobs that left this worker because it failed under them
+    consecutive_failures: int
+    last_error: str | None
+
+
+@dataclass(eq=False)
+class _Worker:
+    client: ComfyClient
+    name: str
+    url: str
+    labels: frozenset[str]
+    order: int
+    healthy: bool = False
+    cooling_until: float = 0.0
+    failures: int = 0  # consecutive, drives the backoff
+    node_classes: frozenset[str] | None = None
+    models: dict[str, frozenset[str]] = field(default_factory=dict)
+    last_models: frozenset[ModelRef] = frozenset()
+    in_flight: int = 0
+    completed: int = 0
+    failed_over: int = 0
+    last_error: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def snapshot(self, capacity: int) -> WorkerSnapshot:
+        return WorkerSnapshot(
+            name=self.name,
+            url=self.url,
+            labels=self.labels,
+            healthy=self.healthy,
+            cooling_until=self.cooling_until,
+            in_flight=self.in_flight,
+            capacity=capacity,
+            node_classes=self.node_classes,
+            models=self.models,
+            last_models=self.last_models,
+            order=self.order,
+        )
+
+
+@dataclass(eq=False)
+class _Ticket:
+    requirement: Requirement
+    future: asyncio.Future[_Worker]
+    unavailable_since: float | None = None
+
+
+def _client_name(client: ComfyClient) -> str:
+    name = getattr(client, "name", None)
+    return str(name) if name else _client_url(client)
+
+
+def _client_url(client: ComfyClient) -> str:
+    return str(getattr(client, "url", "")).rstrip("/")
+
+
+class WorkerPool:
+    """Routes jobs over ComfyUI workers; use as ``async with WorkerPool(clients) as pool``."""
+
+    def __init__(
+        self,
+        clients: Sequence[ComfyClient],
+        *,
+        labels: Mapping[str, set[str]] | None = None,
+        queue_depth: int = 1,
+        health_interval: float = 10.0,
+        cooldown_base: float = 1.0,
+        cooldown_max: float = 60.0,
+        max_failovers: int = 2,
+        unavailable_timeout: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if queue_depth < 0:
+            raise ValueError("queue_depth must be >= 0")
+        self.queue_depth = queue_depth
+        self.health_interval = health_interval
+        self.cooldown_base = cooldown_base
+        self.cooldown_max = cooldown_max
+        self.max_failovers = max_failovers
+        self.unavailable_timeout = unavailable_timeout
+        self._clock = clock
+        labels = {k.rstrip("/"): v for k, v in (labels or {}).items()}
+        self._workers: list[_Worker] = []
+        seen: set[str] = set()
+        for order, client in enumerate(clients):
+            name, url = _client_name(client), _client_url(client)
+            if name in seen:
+                raise ValueError(f"two workers are named {name!r}")
+            seen.add(name)
+            worker_labels = set(labels.get(name, set())) | set(labels.get(url, set()))
+            self._workers.append(
+                _Worker(client=client, name=name, url=url, labels=frozenset(worker_labels), order=order)
+            )
+        self._tickets: list[_Ticket] = []
+        self._watchers: list[asyncio.Task[None]] = []
+        self._owned: list[ComfyClient] = []
+        self._owned_http: httpx.AsyncClient | None = None
+        self._started = False
+        self._closed = False
+        self._refresh_lock = asyncio.Lock()
+        self._refresh_generation = 0
+        self.failovers = 0  # jobs re-run elsewhere
+        self.salvaged = 0  # failures resolved on the original worker (finished or still running there)
+
+    # ------------------------------------------------------------------ construction / lifecycle
+
+    @classmethod
+    def from_urls(
+        cls,
+        urls_with_labels: Mapping[str, Iterable[str]] | Iterable[str],
+        *,
+        http: httpx.AsyncClient | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> WorkerPool:
+        """A pool over ComfyUI URLs (optionally ``{url: labels}``); the pool closes the clients it made."""
+        if isinstance(urls_with_labels, Mapping):
+            labels = {str(u).rstrip("/"): set(ls) for u, ls in urls_with_labels.items()}
+            urls = list(labels)
+        else:
+            urls = [str(u).rstrip("/") for u in urls_with_labels]
+            labels = {}
+        owned_http = None
+        if http is None:
+            owned_http = http = httpx.AsyncClient(
+                timeout=30.0, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)
+            )
+        clients = [ComfyClient(url, http=http, token=token) for url in urls]
+        pool = cls(clients, labels=labels or None, **kwargs)
+        pool._owned = list(clients)
+        pool._owned_http = owned_http
+        return pool
+
+    async def __aenter__(self) -> WorkerPool:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Check every worker once (concurrently), then keep watching their health in the background."""
+        if self._started:
+            return
+        self._started = True
+        await asyncio.gather(*(self._check(w, full=True) for w in self._workers))
+        healthy = [w.name for w in self._workers if w.healthy]
+        log.info("worker pool started: %d/%d healthy %s", len(healthy), len(self._workers), healthy)
+        self._watchers = [
+            asyncio.create_task(self._watch(w), name=f"pool-health-{w.name}") for w in self._workers
+        ]
+        self._dispatch()
+
+    async def aclose(self) -> None:
+        """Stop the health watchers and fail waiting jobs; close the clients made by ``from_urls``."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for ticket in self._tickets:
+            if not ticket.future.done():
+                ticket.future.set_exception(NoWorkerAvailable("the worker pool was closed"))
+        self._tickets.clear()
+        for client in self._owned:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        if self._owned_http is not None:
+            await self._owned_http.aclose()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def capacity(self) -> int:
+        """Our prompts allowed per worker: one running plus ``queue_depth`` pending."""
+        return 1 + self.queue_depth
+
+    def snapshots(self) -> list[WorkerSnapshot]:
+        return [w.snapshot(self.capacity) for w in self._workers]
+
+    def status(self) -> list[WorkerStatus]:
+        now = self._clock()
+        return [
+            WorkerStatus(
+                name=w.name,
+                url=w.url,
+                labels=sorted(w.labels),
+                healthy=w.healthy,
+                cooling_s=round(max(0.0, w.cooling_until - now), 3),
+                in_flight=w.in_flight,
+                capacity=self.capacity,
+                node_classes=None if w.node_classes is None else len(w.node_classes),
+                last_models=sorted(str(m) for m in w.last_models),
+                completed=w.completed,
+                failed_over=w.failed_over,
+                consecutive_failures=w.failures,
+                last_error=w.last_error,
+            )
+            for w in self._workers
+        ]
+
+    def client_for(self, worker: str) -> ComfyClient:
+        """The client of a worker, by the name or URL a ``JobResult.worker`` carries."""
+        key = worker.rstrip("/")
+        for w in self._workers:
+            if key in (w.name, w.url) or key == _client_name(w.client):
+                return w.client
+        raise KeyError(f"no worker {worker!r} in this pool")
+
+    @property
+    def clients(self) -> list[ComfyClient]:
+        return [w.client for w in self._workers]
+
+    # ------------------------------------------------------------------ running jobs
+
+    async def run(
+        self,
+        graph: Graph,
+        *,
+        job_id: str | None = None,
+        owner: JobOwner | None = None,
+        label: str | None = None,
+        models: Iterable[ModelRef] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (a deadline over waits and failovers)
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> JobResult:
+        """Run ``graph`` on the best eligible worker and return its result, failing over if it dies."""
+        if not self._started:
+            await self.start()
+        requirement = Requirement.for_graph(graph, models=models, label=label)
+        if owner is None:
+            owner = JobOwner(job_id=job_id or uuid.uuid4().hex)
+        deadline = None if timeout is None else self._clock() + timeout
+        failovers = 0
+        refreshed = False
+        while True:
+            try:
+                worker = await self._acquire(requirement, deadline)
+            except NoEligibleWorker:
+                # Model lists may be stale (a LoRA was just trained / copied): re-read them once.
+                if refreshed:
+                    raise
+                refreshed = True
+                await self.refresh()
+                continue
+            prompt_id = str(uuid.uuid4())
+            try:
+                result = await self._attempt(worker, graph, prompt_id, owner, deadline, on_progress)
+            except FAILOVER_ERRORS as err:
+                failovers += 1
+                worker.failed_over += 1
+                if failovers > self.max_failovers:
+                    log.warning("job %s: giving up after %d failovers: %s", owner.job_id, failovers - 1, err)
+                    raise
+                self.failovers += 1
+                log.warning(
+                    "job %s: worker %s failed under prompt %s (%s: %s); running it elsewhere (%d/%d)",
+                    owner.job_id,
+                    worker.name,
+                    prompt_id,
+                    type(err).__name__,
+                    err.message,
+                    failovers,
+                    self.max_failovers,
+                )
+                continue
+            worker.completed += 1
+            return result
+
+    async def _attempt(
+        self,
+        worker: _Worker,
+        graph: Graph,
+        prompt_id: str,
+        owner: JobOwner,
+        deadline: float | None,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> JobResult:
+        """Submit and wait on one worker; the slot taken by ``_acquire`` is released on the way out."""
+        try:
+            try:
+                await worker.client.submit(graph, prompt_id=prompt_id, owner=owner)
+                return await worker.client.wait(
+                    prompt_id, timeout=self._remaining(deadline, prompt_id), on_progress=on_progress
+                )
+            except FAILOVER_ERRORS as err:
+                if not isinstance(err, PromptLost):
+                    salvaged = await self._salvage(worker, prompt_id, deadline, on_progress)
+                    if salvaged is not None:
+                        self.salvaged += 1
+                        return salvaged
+                self._mark_unhealthy(worker, err)
+                raise
+        finally:
+            self._release(worker)
+
+    async def _salvage(
+        self,
+        worker: _Worker,
+        prompt_id: str,
+        deadline: float | None,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> JobResult | None:
+        """After a failure, ask the original worker about the prompt so that it never runs twice.
+
+        Returns its result if it finished (or, still running, finishes) there; ``None`` when the worker is
+        unreachable or no longer has the prompt (a pending copy is deleted first).
+        """
+        client = worker.client
+        try:
+            queue = await client.get_queue()
+            where = queue.position(prompt_id)
+            if where == "pending":
+                await client.delete_pending([prompt_id])
+                where = (await client.get_queue()).position(prompt_id)
+            if where is None:
+                entry = await client.get_history(prompt_id)
+                if not _history_completed(entry, prompt_id):
+                    return None
+                log.info("prompt %s completed on %s before the failure: using it", prompt_id, worker.name)
+            elif where == "pending":  # could not delete it: let it run and wait for it
+                log.info("prompt %s still pending on %s: waiting for it", prompt_id, worker.name)
+            else:
+                log.info("prompt %s still running on %s: waiting for it", prompt_id, worker.name)
+            remaining = self._remaining(deadline, prompt_id)
+            return await client.wait(prompt_id, timeout=remaining, on_progress=on_progress)
+        except FAILOVER_ERRORS:
+            return None
+
+    def _remaining(self, deadline: float | None, prompt_id: str) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - self._clock()
+        if left <= 0:
+            raise JobDeadlineExceeded("the job's deadline passed", prompt_id=prompt_id)
+        return left
+
+    # ------------------------------------------------------------------ slots and the FIFO dispatcher
+
+    async def _acquire(self, requirement: Requirement, deadline: float | None) -> _Worker:
+        """Wait (first come, first served) for a slot on a worker that can run ``requirement``."""
+        if self._closed:
+            raise NoWorkerAvailable("the worker pool is closed")
+        ticket = _Ticket(requirement, asyncio.get_running_loop().create_future())
+        self._tickets.append(ticket)
+        self._dispatch()
+        try:
+            while True:
+                tick = _TICK if deadline is None else min(_TICK, max(0.0, deadline - self._clock()))
+                await asyncio.wait({ticket.future}, timeout=tick)
+                if ticket.future.done():
+                    return ticket.future.result()
+                now = self._clock()
+                if deadline is not None and now >= deadline:
+                    raise JobDeadlineExceeded("no eligible worker had a free slot before the job's deadline")
+                self._dispatch()
+                if ticket.future.done():
+                    return ticket.future.result()
+                since = ticket.unavailable_since
+                if since is not None and now - since >= self.unavailable_timeout:
+                    raise NoWorkerAvailable(
+                        f"every worker that could run this job has been unhealthy for {now - since:.0f} s: "
+                        + "; ".join(f"{w.name}: {w.last_error or 'down'}" for w in self._workers)
+                    )
+        except BaseException:
+            if ticket in self._tickets:
+                self._tickets.remove(ticket)
+            fut = ticket.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._release(fut.result())  # a slot was granted just as we gave up
+            elif not fut.done():
+                fut.cancel()
+            raise
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting jobs in arrival order."""
+        if not self._tickets:
+            return
+        now = self._clock()
+        snaps = self.snapshots()
+        index = {w.name: i for i, w in enumerate(self._workers)}
+        for ticket in list(self._tickets):
+            if ticket.future.done():
+                self._tickets.remove(ticket)
+                continue
+            try:
+                chosen = choose_worker(snaps, ticket.requirement, now)
+            except NoEligibleWorker as err:
+                self._tickets.remove(ticket)
+                ticket.future.set_exception(err)
+                continue
+            if chosen is None:
+                if any_eligible_healthy(snaps, ticket.requirement, now):
+                    ticket.unavailable_since = None
+                elif ticket.unavailable_since is None:
+                    ticket.unavailable_since = now
+                continue
+            worker = self._workers[index[chosen.name]]
+            worker.in_flight += 1
+            if ticket.requirement.affinity:
+                # Our prompts run in submission order, so after this one the worker holds its model.
+                worker.last_models = ticket.requirement.affinity
+            snaps[index[chosen.name]] = worker.snapshot(self.capacity)
+            self._tickets.remove(ticket)
+            ticket.future.set_result(worker)
+
+    def _release(self, worker: _Worker) -> None:
+        worker.in_flight -= 1
+        self._dispatch()
+
+    # ------------------------------------------------------------------ health
+
+    def _mark_unhealthy(self, worker: _Worker, err: BaseException, *, from_check: bool = False) -> None:
+        message = f"{type(err).__name__}: {getattr(err, 'message', None) or err}"
+        worker.last_error = message
+        # Several jobs failing on one dead worker count once; each failed check doubles the cooldown.
+        if worker.healthy or from_check or worker.cooling_until <= self._clock():
+            worker.failures += 1
+            delay = min(self.cooldown_max, self.cooldown_base * 2 ** (worker.failures - 1))
+            worker.cooling_until = self._clock() + delay
+            if worker.healthy:
+                log.warning("worker %s unhealthy (%s); cooling down %.1f s", worker.name, message, delay)
+        worker.healthy = False
+        worker.wake.set()
+
+    def _mark_healthy(self, worker: _Worker) -> None:
+        if not worker.healthy:
+            log.info("worker %s healthy (%d node classes)", worker.name, len(worker.node_classes or ()))
+        worker.healthy = True
+        worker.failures = 0
+        worker.cooling_until = 0.0
+        worker.last_error = None
+        self._dispatch()
+
+    async def _check(self, worker: _Worker, *, full: bool) -> bool:
+        """One health check; ``full`` also re-reads the worker's node classes and model lists."""
+        try:
+            await worker.client.system_stats()
+            if full or worker.node_classes is None:
+                await self._read_capabilities(worker)
+        except (ComfyError, httpx.HTTPError, OSError) as err:
+            self._mark_unhealthy(worker, err, from_check=True)
+            return False
+        self._mark_healthy(worker)
+        return True
+
+    async def _read_capabilities(self, worker: _Worker) -> None:
+        client = worker.client
+        info = await client.object_info(refresh=True)
+        folders = [str(f) for f in await client.models()]
+        listings = await asyncio.gather(*(client.models(f) for f in folders), return_exceptions=True)
+        models: dict[str, frozenset[str]] = {}
+        for folder, listing in zip(folders, listings, strict=True):
+            if isinstance(listing, TransientComfyError):
+                raise listing
+            if isinstance(listing, BaseException):
+                models[folder] = frozenset()  # e.g. 404 for a folder key that lists nothing
+            else:
+                models[folder] = frozenset(str(name) for name in listing)
+        worker.node_classes = frozenset(info)
+        worker.models = models
+
+    async def refresh(self) -> None:
+        """Re-read node classes and model lists of every healthy worker.
+
+        Callers that arrive while a refresh is under way share it instead of starting another.
+        """
+        generation = self._refresh_generation
+        async with self._refresh_lock:
+            if self._refresh_generation != generation:
+                return  # somebody refreshed while we waited for the lock
+            await asyncio.gather(*(self._check(w, full=True) for w in self._workers if w.healthy))
+            self._refresh_generation += 1
+
+    async def _watch(self, worker: _Worker) -> None:
+        """Per-worker health loop: periodic checks while healthy, a check after each cooldown otherwise."""
+        while not self._closed:
+            if worker.healthy:
+                wait_s = self.health_interval
+            else:
+                wait_s = max(0.0, worker.cooling_until - self._clock())
+            worker.wake.clear()
+            if wait_s > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the event.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await worker.wake.wait()
+                if self._closed:
+                    return
+                if worker.wake.is_set():
+                    continue  # state changed (e.g. a job failed there): recompute the wait
+            was_healthy = worker.healthy
+            await self._check(worker, full=not was_healthy)
+
+
+def _history_completed(entry: Mapping[str, Any] | None, prompt_id: str) -> bool:
+    """True if a history answer (the entry, or ``{prompt_id: entry}``) says the prompt finished."""
+    if not entry:
+        return False
+    if prompt_id in entry and isinstance(entry[prompt_id], Mapping):
+        entry = entry[prompt_id]
+    status = entry.get("status") if isinstance(entry, Mapping) else None
+    return isinstance(status, Mapping) and bool(status.get("completed"))

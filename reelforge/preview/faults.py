@@ -1,0 +1,184 @@
+"""Fault injection for the preview worker.
+
+Spec grammar (``--faults`` of ``reelforge preview-worker``, ``PreviewWorker(faults=...)``): comma-separated
+``key=value`` pairs, whitespace ignored, each key at most once::
+
+    spec   := ""  | item ("," item)*
+    item   := "crash_at_node=" INT     # crash when the INT-th node execution (1-based, counted from start
+                                       # or from arming) begins: the server stops answering mid-prompt
+            | "restart_after=" FLOAT   # after a crash, come back on the same port after FLOAT seconds
+                                       # (empty queue and history, output files kept); absent = stay down
+            | "http500=" FLOAT         # probability (0..1) that an HTTP request answers 500
+            | "http500_next=" INT      # the next INT HTTP requests answer 500
+            | "drop_ws_after=" INT     # close every WebSocket once INT frames have been sent in total
+            | "slow_view=" FLOAT       # delay /view by FLOAT seconds before the body
+            | "seed=" INT              # seed of the random draws (http500)
+
+Example: ``crash_at_node=2,restart_after=3,http500=0.2,drop_ws_after=5,slow_view=1.5,seed=1``.
+
+Tests arm faults at runtime on ``worker.faults``: ``arm_crash(after_nodes=1)``, ``http500_next(n)``,
+``drop_ws()``, ``set_http500_rate(p)``, ``set_slow_view(s)``, ``clear()``. A crash fires once per arming.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_INT_KEYS = {"crash_at_node", "http500_next", "drop_ws_after", "seed"}
+_FLOAT_KEYS = {"restart_after", "http500", "slow_view"}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Parsed fault spec; every field off by default."""
+
+    crash_at_node: int | None = None
+    restart_after: float | None = None
+    http500: float = 0.0
+    http500_next: int = 0
+    drop_ws_after: int | None = None
+    slow_view: float = 0.0
+    seed: int | None = None
+
+
+def parse_faults(spec: str | None) -> FaultSpec:
+    """Parse a fault spec string (grammar in the module docstring); raise ValueError on anything else."""
+    values: dict[str, int | float] = {}
+    for raw in (spec or "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in _INT_KEYS | _FLOAT_KEYS:
+            raise ValueError(f"bad fault item {item!r} in {spec!r}")
+        if key in values:
+            raise ValueError(f"fault {key!r} given twice in {spec!r}")
+        try:
+            number: int | float = int(value) if key in _INT_KEYS else float(value)
+        except ValueError:
+            raise ValueError(f"bad value for fault {key!r}: {value!r}") from None
+        if number < 0:
+            raise ValueError(f"fault {key!r} must not be negative")
+        values[key] = number
+    http500 = float(values.get("http500", 0.0))
+    if http500 > 1:
+        raise ValueError("http500 is a probability between 0 and 1")
+    crash = values.get("crash_at_node")
+    if crash is not None and crash < 1:
+        raise ValueError("crash_at_node counts from 1")
+    drop = values.get("drop_ws_after")
+    restart = values.get("restart_after")
+    seed = values.get("seed")
+    return FaultSpec(
+        crash_at_node=int(crash) if crash is not None else None,
+        restart_after=float(restart) if restart is not None else None,
+        http500=http500,
+        http500_next=int(values.get("http500_next", 0)),
+        drop_ws_after=int(drop) if drop is not None else None,
+        slow_view=float(values.get("slow_view", 0.0)),
+        seed=int(seed) if seed is not None else None,
+    )
+
+
+class Faults:
+    """Armed faults of one worker; the server and executor consult it, tests arm it at runtime.
+
+    Thread-safe: tests may arm faults from another thread than the worker's event loop.
+    """
+
+    def __init__(self, spec: FaultSpec | str | None = None) -> None:
+        parsed = spec if isinstance(spec, FaultSpec) else parse_faults(spec)
+        self.spec = parsed
+        self._lock = threading.Lock()
+        self._rng = random.Random(parsed.seed)
+        # Nodes still allowed to start before the crash; None = no crash armed.
+        self._crash_countdown: int | None = (
+            parsed.crash_at_node - 1 if parsed.crash_at_node is not None else None
+        )
+        self.restart_after: float | None = parsed.restart_after
+        self.http500_rate = parsed.http500
+        self._http500_pending = parsed.http500_next
+        self._drop_after = parsed.drop_ws_after
+        self._frames = 0
+        self.slow_view = parsed.slow_view
+        self.crashes = 0  # how many crashes fired (for tests and benchmarks)
+        # Set by the server: closes every WebSocket (may be called from any thread).
+        self.drop_ws_hook: Callable[[], None] | None = None
+
+    # --- arming (tests) -------------------------------------------------------------------------
+    def arm_crash(self, after_nodes: int = 0, *, restart_after: float | None = None) -> None:
+        """Crash when the node after the next ``after_nodes`` node executions begins."""
+        with self._lock:
+            self._crash_countdown = max(0, after_nodes)
+            if restart_after is not None:
+                self.restart_after = restart_after
+
+    def http500_next(self, n: int = 1) -> None:
+        """Answer the next ``n`` HTTP requests with 500."""
+        with self._lock:
+            self._http500_pending += n
+
+    def set_http500_rate(self, probability: float) -> None:
+        with self._lock:
+            self.http500_rate = probability
+
+    def set_slow_view(self, seconds: float) -> None:
+        self.slow_view = seconds
+
+    def drop_ws(self) -> None:
+        """Close every WebSocket of the worker now."""
+        hook = self.drop_ws_hook
+        if hook is not None:
+            hook()
+
+    def drop_ws_after(self, frames: int) -> None:
+        """Close every WebSocket once ``frames`` more frames have been sent."""
+        with self._lock:
+            self._frames = 0
+            self._drop_after = frames
+
+    def clear(self) -> None:
+        """Disarm everything."""
+        with self._lock:
+            self._crash_countdown = None
+            self.restart_after = None
+            self.http500_rate = 0.0
+            self._http500_pending = 0
+            self._drop_after = None
+            self.slow_view = 0.0
+
+    # --- checks (server / executor) -------------------------------------------------------------
+    def crash_now(self) -> bool:
+        """Called when a node execution begins: True means crash instead (fires once per arming)."""
+        with self._lock:
+            if self._crash_countdown is None:
+                return False
+            if self._crash_countdown > 0:
+                self._crash_countdown -= 1
+                return False
+            self._crash_countdown = None
+            self.crashes += 1
+            return True
+
+    def http500_now(self) -> bool:
+        """Called per HTTP request: True means answer 500."""
+        with self._lock:
+            if self._http500_pending > 0:
+                self._http500_pending -= 1
+                return True
+            return self.http500_rate > 0 and self._rng.random() < self.http500_rate
+
+    def ws_frame_sent(self) -> bool:
+        """Called per WebSocket frame sent: True means close every socket now (fires once)."""
+        with self._lock:
+            if self._drop_after is None:
+                return False
+            self._frames += 1
+            if self._frames >= self._drop_after:
+                self._drop_after = None
+                return True
+            return False

@@ -1,0 +1,161 @@
+"""Latency profiles: how long the preview worker pretends each node takes.
+
+Spec strings:
+
+* ``instant``: no added delay (only the real CPU time of the node).
+* ``gpu``: per-class seconds modelled on a real GPU worker (table below); classes missing from the table
+  cost ``DEFAULT_SECONDS``. A model loader costs ``load`` seconds the first time a model file is loaded
+  and ``reuse`` seconds while the same file stays loaded (tracked per class, like ComfyUI keeping the last
+  loaded model in memory). Sampler-like nodes cost a per-step time times their ``steps`` input.
+* ``gpu:SCALE``: ``gpu`` with every time multiplied by SCALE (e.g. ``gpu:0.1`` for fast tests).
+* ``fixed:SECONDS``: every executed prompt takes SECONDS in total, split evenly over the nodes that actually
+  execute (a fully cached prompt takes no time); used by the utilization benchmark.
+
+The node's own CPU time counts towards its modelled time: the executor pads only the remainder.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from reelforge.preview.registry import NodeClass
+
+DEFAULT_SECONDS = 0.01
+
+# Seconds per execution on a mid-range GPU worker (measured orders of magnitude, rounded).
+GPU_SECONDS: dict[str, float] = {
+    "EmptyImage": 0.001,
+    "LoadImage": 0.01,
+    "ImageScale": 0.02,
+    "ImageInvert": 0.001,
+    "ImageToMask": 0.001,
+    "MaskToImage": 0.001,
+    "SolidMask": 0.001,
+    "SaveImage": 0.05,
+    "PreviewImage": 0.03,
+    "LoadAudio": 0.05,
+    "SaveAudio": 0.08,
+    "CreateVideo": 0.005,
+    "SaveVideo": 0.4,
+    "EmptyLatentImage": 0.001,
+    "CLIPTextEncode": 0.03,
+    "VAEDecode": 0.25,
+    "VAEEncode": 0.15,
+    "SaveLoRANode": 0.2,
+}
+
+# Model loaders: (first load of a file, reuse of the file already loaded).
+GPU_MODEL_SECONDS: dict[str, tuple[float, float]] = {
+    "CheckpointLoaderSimple": (4.0, 0.001),
+    "UNETLoader": (3.5, 0.001),
+    "CLIPLoader": (2.0, 0.001),
+    "DualCLIPLoader": (2.5, 0.001),
+    "VAELoader": (0.5, 0.001),
+    "LoraLoader": (0.4, 0.001),
+    "LoraLoaderModelOnly": (0.3, 0.001),
+    "ControlNetLoader": (0.8, 0.001),
+    "UpscaleModelLoader": (0.3, 0.001),
+}
+DEFAULT_MODEL_SECONDS = (1.0, 0.001)
+
+# Sampler-like classes: seconds per step, read from their ``steps`` input.
+GPU_STEP_SECONDS: dict[str, float] = {
+    "KSampler": 0.06,
+    "KSamplerAdvanced": 0.06,
+    "SamplerCustom": 0.06,
+    "SamplerCustomAdvanced": 0.06,
+    "TrainLoraNode": 0.25,
+}
+
+# Classes that report ProgressBar updates (and so can be interrupted between steps). TrainLoraNode has
+# steps but no progress hook in ComfyUI, so it is left out on purpose.
+PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+
+
+@dataclass(frozen=True)
+class NodeTiming:
+    """Modelled time of one node execution; ``steps`` > 0 means progress events and interrupt checks."""
+
+    seconds: float
+    steps: int = 0
+
+
+def _steps_input(inputs: dict[str, Any]) -> int:
+    value = inputs.get("steps")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return max(0, int(value))
+
+
+@dataclass
+class LatencyProfile:
+    """A parsed latency profile; ``plan`` gives the modelled time of one node execution."""
+
+    kind: str  # instant | gpu | fixed
+    scale: float = 1.0
+    prompt_seconds: float = 0.0  # for ``fixed``
+    _last_model: dict[str, str] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "gpu" and self.scale != 1.0:
+            return f"gpu:{self.scale:g}"
+        if self.kind == "fixed":
+            return f"fixed:{self.prompt_seconds:g}"
+        return self.kind
+
+    def reset(self) -> None:
+        """Forget loaded models (a restarted worker starts with empty VRAM)."""
+        with self._lock:
+            self._last_model.clear()
+
+    def plan(self, node_class: NodeClass, inputs: dict[str, Any], executed_nodes: int) -> NodeTiming:
+        """Time for ``node_class`` run on ``inputs``; ``executed_nodes`` = nodes that run in this prompt."""
+        name = node_class.latency_key or node_class.name
+        steps = _steps_input(inputs) if name in PROGRESS_CLASSES else 0
+        if self.kind == "instant":
+            return NodeTiming(0.0, steps)
+        if self.kind == "fixed":
+            return NodeTiming(self.prompt_seconds / max(1, executed_nodes), steps)
+        return NodeTiming(self._gpu_seconds(node_class, name, inputs) * self.scale, steps)
+
+    def _gpu_seconds(self, node_class: NodeClass, name: str, inputs: dict[str, Any]) -> float:
+        if name in GPU_STEP_SECONDS:
+            return GPU_STEP_SECONDS[name] * max(1, _steps_input(inputs))
+        if node_class.loads_model is not None or name in GPU_MODEL_SECONDS:
+            load, reuse = GPU_MODEL_SECONDS.get(name, DEFAULT_MODEL_SECONDS)
+            model = ""
+            if node_class.loads_model is not None:
+                model = str(inputs.get(node_class.loads_model[1], ""))
+            with self._lock:
+                fresh = self._last_model.get(name) != model
+                self._last_model[name] = model
+            return load if fresh else reuse
+        return GPU_SECONDS.get(name, DEFAULT_SECONDS)
+
+
+def parse_latency(spec: str | LatencyProfile | None) -> LatencyProfile:
+    """Parse ``instant`` | ``gpu`` | ``gpu:SCALE`` | ``fixed:SECONDS``; raise ValueError otherwise."""
+    if isinstance(spec, LatencyProfile):
+        return spec
+    text = (spec or "instant").strip().lower()
+    kind, _, arg = text.partition(":")
+    try:
+        if kind == "instant" and not arg:
+            return LatencyProfile("instant")
+        if kind == "gpu":
+            scale = float(arg) if arg else 1.0
+            if scale < 0:
+                raise ValueError
+            return LatencyProfile("gpu", scale=scale)
+        if kind == "fixed" and arg:
+            seconds = float(arg)
+            if seconds < 0:
+                raise ValueError
+            return LatencyProfile("fixed", prompt_seconds=seconds)
+    except ValueError:
+        pass
+    raise ValueError(f"bad latency profile {spec!r}: use instant, gpu, gpu:SCALE or fixed:SECONDS")
