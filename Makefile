@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 # Prefect's ephemeral API needs far more than its default 20 s to start on 2-core machines.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# No traffic leaves the machine: Prefect's server would otherwise try to send telemetry.
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install demo test lint typecheck unit bench clean
 

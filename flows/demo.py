@@ -21,7 +21,7 @@ from tasks.comfy import run_gpu_job
 async def demo_flow(jobs: int = 6, out_dir: str = "demo-output") -> list[JobRecord]:
     """Run ``jobs`` demo image jobs across the pool and write their outputs under ``out_dir``."""
     settings = WorkerSettings()
-    dest = Path(out_dir).resolve()
+    dest = await asyncio.to_thread(Path(out_dir).resolve)
     async with open_fleet(settings) as pool:
         records = await asyncio.gather(
             *(run_gpu_job(pool, demo_graph(i), f"demo-{i:03d}", dest) for i in range(jobs))
@@ -31,11 +31,11 @@ async def demo_flow(jobs: int = 6, out_dir: str = "demo-output") -> list[JobReco
 
 
 def print_summary(records: list[JobRecord], console: Console) -> None:
-    table = Table(title="reelforge demo: jobs")
+    table = Table(title="reelforge demo: jobs", expand=False)
     for column in ("job", "worker", "GPU s", "wall s", "cached", "files"):
         table.add_column(column)
     for r in records:
-        files = ", ".join(str(f) for f in r.files)
+        files = ", ".join(f.name for f in r.files)
         table.add_row(r.job_id, r.worker, f"{r.gpu_seconds:.3f}", f"{r.wall_s:.3f}", str(r.cached), files)
     console.print(table)
     total = sum(r.gpu_seconds for r in records)

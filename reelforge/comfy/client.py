@@ -467,7 +467,7 @@ class ComfyClient:
         prompt_id: str | None = None,
         owner: JobOwner | None = None,
         extra_pnginfo: Mapping[str, Any] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (a deadline with clean-up, not a cancel scope)
+        timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         stamp_prefixes: bool = True,
     ) -> JobResult:
@@ -571,7 +571,7 @@ class ComfyClient:
         self,
         prompt_id: str,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (a deadline with clean-up, not a cancel scope)
+        timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> JobResult:
         """Wait for a submitted prompt and return its result; see the module docstring for the errors."""

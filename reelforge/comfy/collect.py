@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,7 @@ async def run_and_collect(
     """Run ``graph`` on the best worker and download every output file into ``dest_dir``."""
     result = await pool.run(graph, job_id=job_id, owner=owner, timeout=timeout, on_progress=on_progress)
     client = pool.client_for(result.worker)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     files = [await client.download(output, dest_dir) for output in result.outputs]
     return JobRecord(
         job_id=job_id,

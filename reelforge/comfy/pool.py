@@ -309,7 +309,7 @@ class WorkerPool:
         owner: JobOwner | None = None,
         label: str | None = None,
         models: Iterable[ModelRef] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (a deadline over waits and failovers)
+        timeout: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> JobResult:
         """Run ``graph`` on the best eligible worker and return its result, failing over if it dies."""
@@ -444,6 +444,10 @@ class WorkerPool:
                 self._dispatch()
                 if ticket.future.done():
                     return ticket.future.result()
+                if any_eligible_healthy(self.snapshots(), requirement, now):
+                    ticket.unavailable_since = None
+                elif ticket.unavailable_since is None:
+                    ticket.unavailable_since = now
                 since = ticket.unavailable_since
                 if since is not None and now - since >= self.unavailable_timeout:
                     raise NoWorkerAvailable(
@@ -461,15 +465,24 @@ class WorkerPool:
             raise
 
     def _dispatch(self) -> None:
-        """Hand free slots to waiting jobs in arrival order."""
+        """Hand free slots to waiting jobs in arrival order.
+
+        Cheap with hundreds of waiters: it stops as soon as no slot is left, and asks the router only once
+        per distinct requirement that found no slot (handing out slots never frees one).
+        """
         if not self._tickets:
             return
         now = self._clock()
         snaps = self.snapshots()
+        if not any(s.known and s.available(now) for s in snaps):
+            return
         index = {w.name: i for i, w in enumerate(self._workers)}
+        unserved: set[Requirement] = set()
         for ticket in list(self._tickets):
             if ticket.future.done():
                 self._tickets.remove(ticket)
+                continue
+            if ticket.requirement in unserved:
                 continue
             try:
                 chosen = choose_worker(snaps, ticket.requirement, now)
@@ -478,10 +491,7 @@ class WorkerPool:
                 ticket.future.set_exception(err)
                 continue
             if chosen is None:
-                if any_eligible_healthy(snaps, ticket.requirement, now):
-                    ticket.unavailable_since = None
-                elif ticket.unavailable_since is None:
-                    ticket.unavailable_since = now
+                unserved.add(ticket.requirement)
                 continue
             worker = self._workers[index[chosen.name]]
             worker.in_flight += 1
@@ -491,6 +501,8 @@ class WorkerPool:
             snaps[index[chosen.name]] = worker.snapshot(self.capacity)
             self._tickets.remove(ticket)
             ticket.future.set_result(worker)
+            if not any(s.known and s.available(now) for s in snaps):
+                break
 
     def _release(self, worker: _Worker) -> None:
         worker.in_flight -= 1

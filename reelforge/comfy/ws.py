@@ -79,7 +79,7 @@ class EventStream:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"comfy-ws-{self._name}")
 
-    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
+    async def wait_connected(self, timeout: float) -> bool:
         """Start the reader and wait up to ``timeout`` seconds for an open socket."""
         self.start()
         if self._connected.is_set():

@@ -25,6 +25,9 @@ async def test_demo_flow_runs_jobs_across_two_preview_workers(
             assert image.size == (512, 512)
             color = demo_color(index)
             expected = tuple(255 - ((color >> s) & 0xFF) for s in (16, 8, 0))
-            assert image.convert("RGB").getpixel((10, 10)) == expected
+            pixel = image.convert("RGB").getpixel((10, 10))
+            # ComfyUI truncates (not rounds) floats to uint8, so an inverted channel can be one lower.
+            assert isinstance(pixel, tuple)
+            assert all(e - 1 <= p <= e for p, e in zip(pixel, expected, strict=True)), (pixel, expected)
         assert not record.cached
         assert record.gpu_seconds > 0.1

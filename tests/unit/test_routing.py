@@ -208,7 +208,7 @@ class FakeClient:
         self.submitted.append(prompt_id)
         return prompt_id
 
-    async def wait(self, prompt_id: str, *, timeout: float | None = None, on_progress: Any = None) -> Any:  # noqa: ASYNC109
+    async def wait(self, prompt_id: str, *, timeout: float | None = None, on_progress: Any = None) -> Any:
         import asyncio
 
         from reelforge.comfy.errors import WorkerUnavailable
