@@ -4,12 +4,11 @@ Run: ``.venv/bin/python bench/overhead.py [--jobs 500] [--fleet-jobs 200] [--fle
 
 (a) Per-job overhead, sequential, one ``instant`` preview worker, the same trivial graph (EmptyImage 8x8 ->
     SaveImage, a new colour per job so nothing is served from the cache):
-    * raw: httpx ``POST /prompt``, then ``GET /history/<id>`` every ``--poll-ms`` (5 ms) until the entry has
+    * raw: httpx ``POST /prompt``, then ``GET /history/<id>`` every ``--poll-ms`` (1 ms) until the entry has
       a status: the least a client can do without a WebSocket;
     * pool: ``WorkerPool.run`` over ``ComfyClient`` (routing, slot accounting, owner stamping, completion
       from the WebSocket ``executing{node:null}`` event raced with /history, output parsing).
-    The raw loop's 5 ms polling adds ~2.5 ms on average to its own figures; the client is notified by its
-    WebSocket instead. Reported: mean and p50 per job, the ratio of means (target <= 1.1) and the added
+    The client is notified by its WebSocket instead of polling. Reported: mean and p50 per job, the ratio of means (target <= 1.1) and the added
     p50 latency (target <= 10 ms).
 (b) Fleet utilization: ``--fleet-workers`` workers with latency ``fixed:0.2``, ``--fleet-jobs`` jobs given to
     the pool at once; per worker busy time (the worker's own executor stats) / wall time of the batch, and the
@@ -169,7 +168,7 @@ async def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=500, help="sequential jobs per loop in (a)")
-    parser.add_argument("--poll-ms", type=float, default=5.0, help="history poll interval of the raw loop")
+    parser.add_argument("--poll-ms", type=float, default=1.0, help="history poll interval of the raw loop")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=10, help="(a) alternates raw/pool blocks this often")
     parser.add_argument("--fleet-workers", type=int, default=4)

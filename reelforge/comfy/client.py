@@ -102,6 +102,7 @@ class _Watch:
     current: str | None = None
     done: bool = False  # executing{node: null} seen
     poll_now: bool = False  # the WebSocket (re)connected: check history at once (events may be lost)
+    client_id: str | None = None  # WebSocket client id the prompt was submitted under, if the socket was up
     failure: tuple[str, dict[str, Any]] | None = None  # (event, data) of execution_error / interrupted
     fraction: float = 0.0
     on_progress: ProgressCallback | None = None
@@ -398,6 +399,7 @@ class ComfyClient:
         watch.graph = graph
         watch.total = len(graph)
         watch.submitted_at = asyncio.get_running_loop().time()
+        watch.client_id = self.client_id if self.use_websocket and self._stream.connected else None
         try:
             resp = await self._post_prompt(body, pid)
             if resp is None:  # response lost, but the worker has the prompt
@@ -584,7 +586,13 @@ class ComfyClient:
             self._stream.start()
         unreachable_since: float | None = None
         failures = 0
-        next_poll = begin  # check history at once
+        # Events reach us only while the socket that was up at submit time is still up; otherwise (no socket,
+        # or it reconnected under a fresh id) look at /history at once. The watch was registered before the
+        # POST, so no event was missed in between.
+        ws_live = (
+            watch.client_id is not None and self._stream.connected and self._stream.client_id == watch.client_id
+        )
+        next_poll = begin + self.poll_interval if ws_live else begin
         done_checked = False
         try:
             while True:

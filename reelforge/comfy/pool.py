@@ -548,7 +548,14 @@ class WorkerPool:
         client = worker.client
         info = await client.object_info(refresh=True)
         folders = [str(f) for f in await client.models()]
-        listings = await asyncio.gather(*(client.models(f) for f in folders), return_exceptions=True)
+        # A few listings at a time: every extra connection left open in httpx's pool slows each later request.
+        gate = asyncio.Semaphore(4)
+
+        async def listing(folder: str) -> list[str]:
+            async with gate:
+                return await client.models(folder)
+
+        listings = await asyncio.gather(*(listing(f) for f in folders), return_exceptions=True)
         models: dict[str, frozenset[str]] = {}
         for folder, listing in zip(folders, listings, strict=True):
             if isinstance(listing, TransientComfyError):
