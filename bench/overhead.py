@@ -8,8 +8,8 @@ Run: ``.venv/bin/python bench/overhead.py [--jobs 500] [--fleet-jobs 200] [--fle
       a status: the least a client can do without a WebSocket;
     * pool: ``WorkerPool.run`` over ``ComfyClient`` (routing, slot accounting, owner stamping, completion
       from the WebSocket ``executing{node:null}`` event raced with /history, output parsing).
-    The client is notified by its WebSocket instead of polling. Reported: mean and p50 per job, the ratio of means (target <= 1.1) and the added
-    p50 latency (target <= 10 ms).
+    The client is notified by its WebSocket instead of polling. Reported: mean and p50 per job, the ratio
+    of means (target <= 1.1) and the added p50 latency (target <= 10 ms).
 (b) Fleet utilization: ``--fleet-workers`` workers with latency ``fixed:0.2``, ``--fleet-jobs`` jobs given to
     the pool at once; per worker busy time (the worker's own executor stats) / wall time of the batch, and the
     fleet mean (target >= 97 %).
