@@ -98,9 +98,12 @@ class NodeError(BaseModel):
     details: str = ""
     input_name: str | None = None
     extra_info: dict[str, Any] = Field(default_factory=dict)
+    title: str | None = None  # the node's _meta.title in the submitted graph
 
     def describe(self) -> str:
         where = f"node {self.node_id}"
+        if self.title:
+            where += f" {self.title!r}"
         if self.class_type:
             where += f" ({self.class_type})"
         if self.input_name:

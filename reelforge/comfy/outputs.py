@@ -133,9 +133,17 @@ def parse_node_errors(node_errors: Any, graph: Graph | None = None) -> list[Node
                     details=str(err.get("details") or ""),
                     input_name=str(input_name) if input_name is not None else None,
                     extra_info=extra,
+                    title=node_title(graph, node_id),
                 )
             )
     return result
+
+
+def node_title(graph: Graph | None, node_id: str) -> str | None:
+    """The node's title from ``_meta`` (what a person sees in ComfyUI), if the graph carries one."""
+    meta = ((graph or {}).get(node_id) or {}).get("_meta")
+    title = meta.get("title") if isinstance(meta, Mapping) else None
+    return str(title) if title else None
 
 
 _NODE_ID_IN_DETAILS = re.compile(r"Node ID '#([^']+)'")
@@ -179,7 +187,12 @@ def validation_error(
             class_type = str(((graph or {}).get(node_id) or {}).get("class_type") or "")
             node_errors = [
                 NodeError(
-                    node_id=node_id, class_type=class_type, type=error_type, message=message, details=details
+                    node_id=node_id,
+                    class_type=class_type,
+                    type=error_type,
+                    message=message,
+                    details=details,
+                    title=node_title(graph, node_id),
                 )
             ]
     return PromptValidationError(

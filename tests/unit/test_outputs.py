@@ -355,3 +355,30 @@ async def test_lost_submit_response_is_resolved_by_lookup(stored_before_loss: bo
         await client.aclose()
     assert queued == [pid]  # on the worker exactly once
     assert posts == ([pid] if stored_before_loss else [pid, pid])
+
+
+def test_node_errors_carry_the_node_title_from_the_graph() -> None:
+    graph = {
+        "4": {"class_type": "EmptyImage", "inputs": {"width": 0}, "_meta": {"title": "Canvas"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0]}},
+    }
+    body = {
+        "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+        "node_errors": {
+            "4": {
+                "errors": [
+                    {
+                        "type": "value_smaller_than_min",
+                        "message": "Value 0 smaller than min of 1",
+                        "details": "width",
+                        "extra_info": {"input_name": "width"},
+                    }
+                ],
+                "dependent_outputs": ["5"],
+                "class_type": "EmptyImage",
+            }
+        },
+    }
+    err = validation_error(body, worker="w", prompt_id="p", graph=graph)
+    assert [e.title for e in err.node_errors] == ["Canvas"]
+    assert "node 4 'Canvas' (EmptyImage) input 'width': value_smaller_than_min" in str(err)
