@@ -551,11 +551,11 @@ class WorkerPool:
         # A few listings at a time: every extra connection left open in httpx's pool slows each later request.
         gate = asyncio.Semaphore(4)
 
-        async def listing(folder: str) -> list[str]:
+        async def list_folder(folder: str) -> list[str]:
             async with gate:
                 return await client.models(folder)
 
-        listings = await asyncio.gather(*(listing(f) for f in folders), return_exceptions=True)
+        listings = await asyncio.gather(*(list_folder(f) for f in folders), return_exceptions=True)
         models: dict[str, frozenset[str]] = {}
         for folder, listing in zip(folders, listings, strict=True):
             if isinstance(listing, TransientComfyError):
