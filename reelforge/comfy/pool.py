@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -53,6 +53,9 @@ from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 __all__ = ["WorkerPool", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
+
+Prepare = Callable[[ComfyClient, Graph], Awaitable[Graph]]
+"""Per-attempt hook: given the chosen worker's client and the graph, upload inputs and return the graph to run."""
 
 # Errors meaning "the worker died, restarted or hung under this job": the job may run elsewhere.
 FAILOVER_ERRORS: tuple[type[TransientComfyError], ...] = (
@@ -311,8 +314,14 @@ class WorkerPool:
         models: Iterable[ModelRef] | None = None,
         timeout: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        prepare: Prepare | None = None,
     ) -> JobResult:
-        """Run ``graph`` on the best eligible worker and return its result, failing over if it dies."""
+        """Run ``graph`` on the best eligible worker and return its result, failing over if it dies.
+
+        ``prepare(client, graph)``, when given, runs once per attempt after the worker is chosen and before
+        the prompt is submitted, and returns the graph to submit: the place to upload input files to that
+        worker and point the graph at them.
+        """
         if not self._started:
             await self.start()
         requirement = Requirement.for_graph(graph, models=models, label=label)
@@ -333,7 +342,7 @@ class WorkerPool:
                 continue
             prompt_id = str(uuid.uuid4())
             try:
-                result = await self._attempt(worker, graph, prompt_id, owner, deadline, on_progress)
+                result = await self._attempt(worker, graph, prompt_id, owner, deadline, on_progress, prepare)
             except FAILOVER_ERRORS as err:
                 failovers += 1
                 worker.failed_over += 1
@@ -363,9 +372,16 @@ class WorkerPool:
         owner: JobOwner,
         deadline: float | None,
         on_progress: Callable[[Progress], None] | None,
+        prepare: Prepare | None = None,
     ) -> JobResult:
         """Submit and wait on one worker; the slot taken by ``_acquire`` is released on the way out."""
         try:
+            if prepare is not None:
+                try:
+                    graph = await prepare(worker.client, graph)
+                except FAILOVER_ERRORS as err:
+                    self._mark_unhealthy(worker, err)
+                    raise
             try:
                 await worker.client.submit(graph, prompt_id=prompt_id, owner=owner)
                 return await worker.client.wait(

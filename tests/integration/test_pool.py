@@ -248,3 +248,39 @@ async def test_unhealthy_worker_comes_back_after_cooldown(
         assert result.worker == "w0"
         status = pool.status()[0]
         assert status.healthy and status.consecutive_failures == 0 and status.node_classes
+
+
+async def test_prepare_uploads_inputs_to_the_chosen_worker(
+    make_worker: MakeWorker, make_client: MakeClient, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    source = tmp_path / "reference.png"
+    Image.new("RGB", (12, 10), (10, 200, 30)).save(source)
+    workers = [await make_worker() for _ in range(2)]
+    clients = [make_client(w, f"w{i}") for i, w in enumerate(workers)]
+    prepared_on: list[str] = []
+
+    async def prepare(client: ComfyClient, graph: dict[str, Any]) -> dict[str, Any]:
+        uploaded = await client.upload(source, filename=source.name)
+        prepared_on.append(client.name)
+        graph = {**graph, "1": {"class_type": "LoadImage", "inputs": {"image": uploaded.ref}}}
+        return graph
+
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "prep"}},
+    }
+    async with WorkerPool(clients) as pool:
+        results = await asyncio.gather(*(pool.run(graph, prepare=prepare) for _ in range(4)))
+    assert sorted(prepared_on) == sorted(r.worker for r in results)
+    for result in results:
+        (output,) = result.outputs
+        client = pool.client_for(result.worker)
+        path = await client.download(output, tmp_path / "out" / result.prompt_id)
+        with Image.open(path) as image:
+            assert image.size == (12, 10)
+            pixel = image.convert("RGB").getpixel((0, 0))
+            assert isinstance(pixel, tuple)  # inverted (10, 200, 30); ComfyUI truncates floats to uint8
+            assert all(e - 1 <= p <= e for p, e in zip(pixel, (245, 55, 225), strict=True)), pixel
