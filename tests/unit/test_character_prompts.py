@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from reelforge.characters.prompts import build_prompts
+from reelforge.characters.spec import CharacterSpec, slugify
+
+
+def test_prompts_are_deterministic_and_varied() -> None:
+    spec = CharacterSpec(name="Mina Park", character_type="kpop_idol", age=22, gender="female", seed=7)
+    first, again = build_prompts(spec, variations=12), build_prompts(spec, variations=12)
+    assert first == again
+    assert len(first.variations) == 12
+    assert len({v.prompt for v in first.variations}) == 12
+    assert all("full body visible" in v.prompt and "Mina Park" in v.prompt for v in first.variations)
+    assert all(v.caption.startswith(first.trigger + ", ") for v in first.variations)
+    other = build_prompts(spec.model_copy(update={"seed": 8}), variations=12)
+    assert [v.prompt for v in other.variations] != [v.prompt for v in first.variations]
+
+
+def test_family_follows_type_unless_given() -> None:
+    assert CharacterSpec(name="Bolt", character_type="mascot").family == "stylized"
+    assert CharacterSpec(name="Ana", character_type="influencer").family == "realistic"
+    assert CharacterSpec(name="Ana", character_type="influencer", style="stylized").family == "stylized"
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [("Mina Park", "mina-park"), ("../../etc/passwd", "etc-passwd"), ("Zoë Ø", "zoe"), ("...", "character")],
+)
+def test_slugs_are_safe(name: str, slug: str) -> None:
+    assert slugify(name) == slug
+
+
+def test_bad_specs_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="character_type"):
+        CharacterSpec(name="A", character_type="K-Pop Idol")
+    with pytest.raises(ValidationError, match="name"):
+        CharacterSpec(name="bad\x00name")
+    with pytest.raises(ValidationError, match="age"):
+        CharacterSpec(name="A", age=0)
