@@ -14,6 +14,8 @@ from reelforge.settings import WorkerSettings
 app = typer.Typer(help="reelforge: generative media production on ComfyUI workers.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+templates_app = typer.Typer(help="Workflow templates (workflows/NAME.json + NAME.manifest.yaml).", no_args_is_help=True)
+app.add_typer(templates_app, name="templates")
 
 
 @app.command("preview-worker")
@@ -40,6 +42,104 @@ def config_show() -> None:
         raise typer.Exit(2) from exc
     shown = {name: json.loads(s.model_dump_json()) for name, s in settings.items()}
     typer.echo(json.dumps(shown, indent=2))
+
+
+@templates_app.command("list")
+def templates_list(
+    folder: Annotated[Path | None, typer.Option(help="Templates folder (default: workflows/).")] = None,
+) -> None:
+    """List the templates: name, kind, version, number of parameters. Exit 1 if any fails to load."""
+    from reelforge.templates.errors import TemplateError
+    from reelforge.templates.template import load_template, template_names
+
+    failed = False
+    for name in template_names(folder):
+        try:
+            template = load_template(name, folder=folder)
+        except TemplateError as exc:
+            failed = True
+            typer.echo(f"{name:<32} FAILED TO LOAD ({len(exc.problems)} problems)")
+            typer.echo(str(exc), err=True)
+            continue
+        typer.echo(f"{template.name:<32} {template.kind:<8} {template.version[:12]}  {len(template.parameters)} params")
+    if failed:
+        raise typer.Exit(1)
+
+
+@templates_app.command("validate")
+def templates_validate(
+    names: Annotated[list[str] | None, typer.Argument(help="Template names (default: all).")] = None,
+    worker: Annotated[
+        str | None, typer.Option(help="Validate against this live worker's /object_info and /models.")
+    ] = None,
+    folder: Annotated[Path | None, typer.Option(help="Templates folder (default: workflows/).")] = None,
+    lock: Annotated[
+        Path | None, typer.Option(help="Lock file for offline validation (default: deployments/comfyui/lock.yaml).")
+    ] = None,
+) -> None:
+    """Validate templates offline (catalogue + lock model list) or against a live worker; exit 1 on problems."""
+    import asyncio
+
+    from reelforge.templates.errors import Problem, TemplateError
+    from reelforge.templates.lock import LockError, default_lock, load_lock
+    from reelforge.templates.template import (
+        Template,
+        check_against_lock,
+        load_template,
+        template_names,
+        validate_on_worker,
+    )
+
+    chosen = list(names or template_names(folder))
+    problems: list[Problem] = []
+    loaded: list[Template] = []
+    for name in chosen:
+        try:
+            loaded.append(load_template(name, folder=folder))
+        except TemplateError as exc:
+            problems += exc.problems
+
+    if worker is None:
+        from reelforge.templates.catalogue import offline_catalogue
+
+        try:
+            comfy_lock = load_lock(lock) if lock is not None else default_lock()
+        except LockError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+        object_info = offline_catalogue().object_info()
+        models = comfy_lock.models_by_folder()
+        for template in loaded:
+            problems += check_against_lock(template, comfy_lock)
+            try:
+                template.validate(object_info, models)
+            except TemplateError as exc:
+                problems += exc.problems
+    else:
+        from reelforge.comfy.client import ComfyClient
+
+        async def check_live(url: str) -> list[Problem]:
+            found: list[Problem] = []
+            async with ComfyClient(url, use_websocket=False) as client:
+                for template in loaded:
+                    try:
+                        await validate_on_worker(template, client)
+                    except TemplateError as exc:
+                        found += exc.problems
+            return found
+
+        problems += asyncio.run(check_live(worker))
+
+    where = worker or "offline catalogue + lock"
+    bad = sorted({p.template for p in problems})
+    for template in loaded:
+        if template.name not in bad:
+            typer.echo(f"ok      {template.name} ({template.version[:12]}) against {where}")
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        typer.echo(f"{len(bad)} of {len(chosen)} templates failed ({len(problems)} problems)", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

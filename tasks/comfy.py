@@ -10,10 +10,11 @@ from prefect.cache_policies import NONE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from reelforge.comfy.collect import JobRecord, run_and_collect
+from reelforge.comfy.collect import JobRecord, run_and_collect, run_template
 from reelforge.comfy.errors import TransientComfyError
 from reelforge.comfy.pool import WorkerPool
 from reelforge.comfy.types import Graph, JobOwner
+from reelforge.templates.template import load_template
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -46,3 +47,26 @@ def _owner(job_id: str) -> JobOwner:
 async def run_gpu_job(pool: WorkerPool, graph: Graph, job_id: str, dest_dir: Path) -> JobRecord:
     """Run one ComfyUI graph on the pool and download its outputs into ``dest_dir``."""
     return await run_and_collect(pool, graph, job_id=job_id, dest_dir=dest_dir, owner=_owner(job_id))
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NONE,
+    task_run_name="{template_name}-{job_id}",
+)
+async def run_template_job(
+    pool: WorkerPool,
+    template_name: str,
+    params: dict[str, Any],
+    job_id: str,
+    dest_dir: Path,
+    inputs: dict[str, Path] | None = None,
+) -> JobRecord:
+    """Bind a workflow template, run it on the pool (uploading ``inputs``), download its outputs."""
+    template = load_template(template_name)
+    return await run_template(
+        pool, template, params, job_id=job_id, dest_dir=dest_dir, inputs=inputs, owner=_owner(job_id)
+    )

@@ -25,6 +25,27 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
     ("ControlNetLoader", "control_net_name"): "controlnet",
     ("UpscaleModelLoader", "model_name"): "upscale_models",
     ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
+    ("CheckpointLoader", "ckpt_name"): "checkpoints",
+    ("unCLIPCheckpointLoader", "ckpt_name"): "checkpoints",
+    ("TripleCLIPLoader", "clip_name1"): "text_encoders",
+    ("TripleCLIPLoader", "clip_name2"): "text_encoders",
+    ("TripleCLIPLoader", "clip_name3"): "text_encoders",
+    ("QuadrupleCLIPLoader", "clip_name1"): "text_encoders",
+    ("QuadrupleCLIPLoader", "clip_name2"): "text_encoders",
+    ("QuadrupleCLIPLoader", "clip_name3"): "text_encoders",
+    ("QuadrupleCLIPLoader", "clip_name4"): "text_encoders",
+    ("DiffControlNetLoader", "control_net_name"): "controlnet",
+    ("StyleModelLoader", "style_model_name"): "style_models",
+    ("GLIGENLoader", "gligen_name"): "gligen",
+    ("HypernetworkLoader", "hypernetwork_name"): "hypernetworks",
+    ("PhotoMakerLoader", "photomaker_model_name"): "photomaker",
+    ("ModelPatchLoader", "name"): "model_patches",
+    ("CreateHookLora", "lora_name"): "loras",
+    ("CreateHookLoraModelOnly", "lora_name"): "loras",
+    ("CreateHookModelAsLora", "ckpt_name"): "checkpoints",
+    ("CreateHookModelAsLoraModelOnly", "ckpt_name"): "checkpoints",
+    # custom packs (deployments/comfyui/lock.yaml)
+    ("IPAdapterModelLoader", "ipadapter_file"): "ipadapter",
 }
 
 # Folders whose files are "the model" for affinity: loading them costs seconds to minutes on a GPU.

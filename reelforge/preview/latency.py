@@ -17,6 +17,7 @@ The node's own CPU time counts towards its modelled time: the executor pads only
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,22 +42,82 @@ GPU_SECONDS: dict[str, float] = {
     "SaveVideo": 0.4,
     "EmptyLatentImage": 0.001,
     "CLIPTextEncode": 0.03,
-    "VAEDecode": 0.25,
+    "VAEDecode": 0.3,  # one 1024x1024 image; video latents: VIDEO_DECODE_SECONDS per latent frame
     "VAEEncode": 0.15,
     "SaveLoRANode": 0.2,
+    "FluxGuidance": 0.001,
+    "ConditioningZeroOut": 0.001,
+    "ControlNetApplyAdvanced": 0.01,
+    "CLIPVisionEncode": 0.08,
+    "ModelSamplingSD3": 0.001,
+    "ModelSamplingAuraFlow": 0.001,
+    "EmptySD3LatentImage": 0.001,
+    "ImageUpscaleWithModel": 1.2,  # 4x ESRGAN on a 1024x1024 image
+    "ImageScaleBy": 0.05,
+    "LoadImageTextSetFromFolderNode": 0.3,
+}
+VIDEO_DECODE_SECONDS = 0.5
+GPU_SECONDS.update(
+    {
+        "EmptyAceStepLatentAudio": 0.001,
+        "TextEncodeAceStepAudio": 0.05,
+        "WanSoundImageToVideo": 0.6,  # VAE-encodes the reference image (+ motion frames)
+        "AudioEncoderEncode": 0.3,  # wav2vec2 over the clip
+        "IPAdapterAdvanced": 0.12,  # CLIP vision encode of the reference + attention patch
+    }
+)
+
+
+def _num(inputs: dict[str, Any], key: str, default: float) -> float:
+    value = inputs.get(key, default)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _wan22_latent_seconds(inputs: dict[str, Any]) -> float:
+    """One start frame through the Wan 2.2 VAE; nothing to encode without a start image."""
+    return 0.3 if inputs.get("start_image") is not None else 0.001
+
+
+def _wan_flf_seconds(inputs: dict[str, Any]) -> float:
+    """The whole gray video with first/last frame goes through the Wan 2.1 VAE: ~2.5 s at 832x480x81."""
+    size = _num(inputs, "width", 832) * _num(inputs, "height", 480) * _num(inputs, "length", 81)
+    return 2.5 * size / (832 * 480 * 81)
+
+
+def _ace_decode_seconds(inputs: dict[str, Any]) -> float:
+    """ACE-Step DCAE + vocoder: ~0.5 s per minute of music (4096 samples per latent step)."""
+    shape = _latent_shape(inputs.get("samples"))
+    return 0.05 + (0.5 / 60 * shape[-1] * 4096 / 44100 if shape else 0.0)
+
+
+def _tts_seconds(text_key: str) -> Callable[[dict[str, Any]], float]:
+    """Qwen3-TTS 1.7B at ~0.3x realtime; speech is ~0.07 s per character (150 wpm)."""
+    return lambda inputs: 0.3 + 0.3 * 0.07 * len(str(inputs.get(text_key, "")))
+
+
+# Classes whose time depends on their inputs (video size and length, audio length): name -> seconds.
+GPU_INPUT_SECONDS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "Wan22ImageToVideoLatent": _wan22_latent_seconds,
+    "WanFirstLastFrameToVideo": _wan_flf_seconds,
+    "VAEDecodeAudio": _ace_decode_seconds,
+    "FB_Qwen3TTSVoiceDesign": _tts_seconds("text"),
+    "FB_Qwen3TTSVoiceClone": _tts_seconds("target_text"),
 }
 
 # Model loaders: (first load of a file, reuse of the file already loaded).
 GPU_MODEL_SECONDS: dict[str, tuple[float, float]] = {
-    "CheckpointLoaderSimple": (4.0, 0.001),
-    "UNETLoader": (3.5, 0.001),
-    "CLIPLoader": (2.0, 0.001),
-    "DualCLIPLoader": (2.5, 0.001),
+    "CheckpointLoaderSimple": (6.0, 0.001),  # SDXL 6.9 GB
+    "UNETLoader": (15.0, 0.001),  # Flux.1-dev / Wan 14B
+    "CLIPLoader": (5.0, 0.001),  # umt5-xxl
+    "DualCLIPLoader": (6.0, 0.001),  # t5xxl + clip_l
+    "CLIPVisionLoader": (1.0, 0.001),
     "VAELoader": (0.5, 0.001),
     "LoraLoader": (0.4, 0.001),
     "LoraLoaderModelOnly": (0.3, 0.001),
     "ControlNetLoader": (0.8, 0.001),
     "UpscaleModelLoader": (0.3, 0.001),
+    "AudioEncoderLoader": (1.5, 0.001),  # wav2vec2-large, ~1.2 GB
+    "IPAdapterUnifiedLoader": (2.5, 0.001),  # CLIP-ViT-H + IP-Adapter weights
 }
 DEFAULT_MODEL_SECONDS = (1.0, 0.001)
 
@@ -66,7 +127,20 @@ GPU_STEP_SECONDS: dict[str, float] = {
     "KSamplerAdvanced": 0.06,
     "SamplerCustom": 0.06,
     "SamplerCustomAdvanced": 0.06,
-    "TrainLoraNode": 0.25,
+    "TrainLoraNode": 0.5,
+}
+# KSampler / KSamplerAdvanced per step by model family (``Model.family`` of the ``model`` input):
+# (seconds, pixels of the reference size or 0 = no size scaling); time scales with the latent's area.
+GPU_FAMILY_STEP_SECONDS: dict[str, tuple[float, int]] = {
+    "sd15": (0.05, 512 * 512),
+    "sdxl": (0.15, 1024 * 1024),
+    "sd3": (0.3, 1024 * 1024),
+    "flux": (0.4, 1024 * 1024),
+    "wan22_5b": (2.5, 0),
+    "wan": (6.0, 0),
+    "wan21_flf2v": (9.0, 0),
+    "wan22_s2v": (9.0, 0),
+    "ace_step": (0.05, 0),
 }
 
 # Classes that report ProgressBar updates (and so can be interrupted between steps). TrainLoraNode has
@@ -124,7 +198,13 @@ class LatencyProfile:
 
     def _gpu_seconds(self, node_class: NodeClass, name: str, inputs: dict[str, Any]) -> float:
         if name in GPU_STEP_SECONDS:
-            return GPU_STEP_SECONDS[name] * max(1, _steps_input(inputs))
+            return _step_seconds(name, inputs) * max(1, _steps_input(inputs))
+        if name == "VAEDecode":
+            shape = _latent_shape(inputs.get("samples"))
+            if len(shape) == 5:
+                return VIDEO_DECODE_SECONDS * shape[2]
+        if name in GPU_INPUT_SECONDS:
+            return GPU_INPUT_SECONDS[name](inputs)
         if node_class.loads_model is not None or name in GPU_MODEL_SECONDS:
             load, reuse = GPU_MODEL_SECONDS.get(name, DEFAULT_MODEL_SECONDS)
             model = ""
@@ -135,6 +215,24 @@ class LatencyProfile:
                 self._last_model[name] = model
             return load if fresh else reuse
         return GPU_SECONDS.get(name, DEFAULT_SECONDS)
+
+
+def _latent_shape(value: Any) -> tuple[int, ...]:
+    samples = value.get("samples") if isinstance(value, dict) else None
+    return tuple(int(n) for n in getattr(samples, "shape", ()))
+
+
+def _step_seconds(name: str, inputs: dict[str, Any]) -> float:
+    """Per-step time; samplers use their model family's figure, scaled by batch and latent area."""
+    family = getattr(inputs.get("model"), "family", "")
+    per_family = GPU_FAMILY_STEP_SECONDS.get(family) if name in ("KSampler", "KSamplerAdvanced") else None
+    if per_family is None:
+        return GPU_STEP_SECONDS[name]
+    seconds, reference_pixels = per_family
+    shape = _latent_shape(inputs.get("latent_image"))
+    if reference_pixels and len(shape) == 4:
+        return seconds * shape[0] * shape[2] * shape[3] * 64 / reference_pixels
+    return seconds
 
 
 def parse_latency(spec: str | LatencyProfile | None) -> LatencyProfile:

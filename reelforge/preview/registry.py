@@ -171,7 +171,9 @@ def catalogue() -> dict[str, Any]:
     folder = resources.files("reelforge.preview") / "catalogue"
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json"):
-            merged.update(json.loads(entry.read_text(encoding="utf-8")))
+            data = json.loads(entry.read_text(encoding="utf-8"))
+            # ``__pack__`` (and any ``__*`` key) is metadata of a custom pack file, not a node class.
+            merged.update({k: v for k, v in data.items() if not k.startswith("__")})
     return merged
 
 

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from io import BytesIO
 from pathlib import Path
@@ -39,8 +39,10 @@ from reelforge.preview.executor import (
 )
 from reelforge.preview.faults import Faults, FaultSpec
 from reelforge.preview.latency import LatencyProfile, parse_latency
+from reelforge.preview.modelfiles import configure, settings_for, tolerant_default_lock
 from reelforge.preview.registry import NodeRegistry, WorkerDirs, default_registry
 from reelforge.preview.validation import validate_prompt
+from reelforge.templates.lock import ComfyLock
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +51,6 @@ MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 SERVER_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE}
 # aiohttp's own page for an unhandled exception; ComfyUI answers non-JSON bodies with it.
 INTERNAL_ERROR_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
-
-_PT_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
-# folder key -> (directories relative to the worker root, accepted extensions; empty = any file)
-MODEL_FOLDERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
-    "checkpoints": (("models/checkpoints", "output/checkpoints"), _PT_EXTENSIONS),
-    "configs": (("models/configs",), frozenset({".yaml"})),
-    "loras": (("models/loras", "output/loras"), _PT_EXTENSIONS),
-    "vae": (("models/vae", "output/vae"), _PT_EXTENSIONS),
-    "text_encoders": (("models/text_encoders", "models/clip", "output/clip"), _PT_EXTENSIONS),
-    "diffusion_models": (
-        ("models/unet", "models/diffusion_models", "output/diffusion_models"),
-        _PT_EXTENSIONS,
-    ),
-    "clip_vision": (("models/clip_vision",), _PT_EXTENSIONS),
-    "style_models": (("models/style_models",), _PT_EXTENSIONS),
-    "embeddings": (("models/embeddings",), _PT_EXTENSIONS),
-    "diffusers": (("models/diffusers",), frozenset({"folder"})),
-    "vae_approx": (("models/vae_approx",), _PT_EXTENSIONS),
-    "controlnet": (("models/controlnet", "models/t2i_adapter"), _PT_EXTENSIONS),
-    "gligen": (("models/gligen",), _PT_EXTENSIONS),
-    "upscale_models": (("models/upscale_models",), _PT_EXTENSIONS),
-    "custom_nodes": (("custom_nodes",), frozenset()),
-    "hypernetworks": (("models/hypernetworks",), _PT_EXTENSIONS),
-    "photomaker": (("models/photomaker",), _PT_EXTENSIONS),
-    "classifiers": (("models/classifiers",), frozenset({""})),
-    "model_patches": (("models/model_patches",), _PT_EXTENSIONS),
-    "audio_encoders": (("models/audio_encoders",), _PT_EXTENSIONS),
-}
 
 # /view content types; the stdlib table lacks some media types ComfyUI's host knew (measured: flac, mp4).
 _MIME_TYPES = {
@@ -98,23 +72,8 @@ _FORCED_DOWNLOAD = frozenset(
 
 
 def model_files(dirs: WorkerDirs, folder: str) -> list[str] | None:
-    """Files of a model folder key (relative paths with ``/``, sorted), or None if the key is unknown."""
-    entry = MODEL_FOLDERS.get(folder)
-    if entry is None:
-        return None
-    rel_dirs, extensions = entry
-    found: set[str] = set()
-    for rel in rel_dirs:
-        base = dirs.root / rel
-        if not base.is_dir():
-            continue
-        for dirpath, _dirnames, filenames in os.walk(base, followlinks=True):
-            for filename in filenames:
-                path = Path(dirpath) / filename
-                name = path.relative_to(base).as_posix()
-                if not extensions or path.suffix.lower() in extensions:
-                    found.add(name)
-    return sorted(found)
+    """Names the worker rooted at ``dirs`` lists for a model folder key (files plus lock), or None."""
+    return settings_for(dirs).files(dirs, folder)
 
 
 def annotated_filepath(name: str) -> tuple[str, str | None]:
@@ -168,6 +127,8 @@ class PreviewWorker:
         faults: str | FaultSpec | Faults | None = None,
         registry: NodeRegistry | None = None,
         name: str | None = None,
+        lock: ComfyLock | None = None,
+        missing_models: Iterable[str] = (),
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if root is None:
@@ -176,6 +137,10 @@ class PreviewWorker:
             root = Path(self._tmp.name)
         self.root = Path(root).absolute()
         self.dirs = WorkerDirs(self.root)
+        # Model files listed as on a provisioned GPU worker: the lock's names (None: the checkout's
+        # deployments/comfyui/lock.yaml, no names if it is absent) minus ``missing_models`` ("folder/name").
+        self.lock = lock if lock is not None else tolerant_default_lock()
+        self.model_settings = configure(self.dirs, self.lock, missing_models)
         self.host = host
         self.port = port
         self.latency = parse_latency(latency)
@@ -650,7 +615,7 @@ class PreviewWorker:
         return web.json_response({cls.name: info})
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(list(MODEL_FOLDERS))
+        return web.json_response(self.model_settings.folder_keys())
 
     async def models_folder(self, request: web.Request) -> web.Response:
         files = await asyncio.to_thread(model_files, self.dirs, request.match_info["folder"])

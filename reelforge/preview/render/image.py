@@ -1,0 +1,247 @@
+"""Placeholder images for image latents: a pattern derived from the recipe, with the prompt written on it.
+
+``render_image(recipe, batch_index)`` is a pure function of what the graph meant: prompt, negative prompt,
+seed (plus batch index), size, model and its LoRAs/patches, sampler settings, denoise, start image and
+control image. The background is a smooth pattern whose colours and shapes come from a hash of all of that;
+the prompt is drawn legibly on a translucent panel (wrapped to the width) with a footer naming seed, model
+and LoRAs, so a person can tell which prompt made which image. img2img (``denoise < 1``) blends the start
+image with the pattern; a control (pose) image is overlaid faintly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from reelforge.preview.values import Model, Recipe
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def _array_digest(array: np.ndarray | None) -> str:
+    if array is None:
+        return ""
+    a = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def _model_key(model: Model | None) -> Any:
+    if model is None:
+        return None
+    return [model.name, model.family, [list(x) for x in model.loras], repr(model.patches), repr(model.ipadapter)]
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
+def recipe_digest(recipe: Recipe, batch_index: int = 0) -> bytes:
+    """sha256 over everything that makes the picture (simple ``extras`` values included)."""
+    key = {
+        "prompt": recipe.prompt,
+        "negative": recipe.negative,
+        "seed": recipe.seed,
+        "batch": batch_index,
+        "size": [recipe.width, recipe.height],
+        "steps": recipe.steps,
+        "denoise": round(float(recipe.denoise), 6),
+        "model": _model_key(recipe.model),
+        "start": _array_digest(start_image(recipe, batch_index)) if recipe.denoise < 1.0 else "",
+        "control": [list(c) for c in recipe.control],
+        "control_image": _array_digest(recipe.extras.get("control_image")),
+        "extras": sorted((str(k), v) for k, v in recipe.extras.items() if _plain(v)),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).digest()
+
+
+def start_image(recipe: Recipe, batch_index: int = 0) -> np.ndarray | None:
+    """The start image of batch item ``batch_index`` (VAEEncode keeps the batch in ``start_images``)."""
+    images = recipe.extras.get("start_images")
+    if isinstance(images, np.ndarray) and images.ndim == 4 and 0 <= batch_index < images.shape[0]:
+        item: np.ndarray = images[batch_index]
+        return item
+    return recipe.start_image
+
+
+def _colour(digest: bytes, offset: int) -> np.ndarray:
+    """A saturated mid-bright colour from three digest bytes."""
+    hue = digest[offset] / 255.0
+    sat = 0.45 + 0.4 * digest[offset + 1] / 255.0
+    val = 0.45 + 0.4 * digest[offset + 2] / 255.0
+    i = int(hue * 6) % 6
+    f = hue * 6 - int(hue * 6)
+    p, q, t = val * (1 - sat), val * (1 - f * sat), val * (1 - (1 - f) * sat)
+    rgb = [(val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q)][i]
+    return np.array(rgb, dtype=np.float32)
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """[H,W,C] float image to RGB (width, height) with Pillow."""
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 4:
+        a = a[0]
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    pil = Image.fromarray(np.clip(a[..., :3] * 255.0, 0, 255).astype(np.uint8))
+    if pil.size != (width, height):
+        pil = pil.resize((width, height), Image.Resampling.BILINEAR)
+    out: np.ndarray = np.asarray(pil, dtype=np.float32) / np.float32(255.0)
+    return out
+
+
+def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
+    """The picture without the writing: hashed pattern, start-image blend, control overlay. [H,W,3]."""
+    width, height = max(1, recipe.width or 512), max(1, recipe.height or 512)
+    first = recipe_digest(recipe, batch_index)
+    digest = first + hashlib.sha256(first).digest()  # 64 bytes of choices
+    y = (np.arange(height, dtype=np.float32) / max(1, height - 1))[:, None]
+    x = (np.arange(width, dtype=np.float32) / max(1, width - 1))[None, :]
+    angle = digest[9] / 255.0 * 2 * np.pi
+    ramp = np.clip(0.5 + (x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle), 0.0, 1.0)
+    c0, c1 = _colour(digest, 0), _colour(digest, 3)
+    image = c0 * (1 - ramp[..., None]) + c1 * ramp[..., None]
+    # Waves: frequency, direction and phase from the hash.
+    freq = 2.0 + digest[10] % 9
+    wave_angle = digest[11] / 255.0 * np.pi
+    phase = digest[12] / 255.0 * 2 * np.pi
+    wave = np.sin(2 * np.pi * freq * (x * np.cos(wave_angle) + y * np.sin(wave_angle)) + phase)
+    image = image * (0.85 + 0.15 * wave[..., None])
+    # A few soft blobs.
+    aspect = width / height
+    for i in range(3 + digest[13] % 3):
+        b = 14 + 4 * i
+        cx, cy = digest[b] / 255.0, digest[b + 1] / 255.0
+        radius = 0.08 + 0.25 * digest[b + 2] / 255.0
+        blob = np.exp(-(((x - cx) * aspect) ** 2 + (y - cy) ** 2) / (2 * radius**2))[..., None]
+        image = image * (1 - 0.6 * blob) + _colour(digest, b + 3) * (0.6 * blob)
+    image = np.clip(image, 0.0, 1.0).astype(np.float32)
+    start_pixels = start_image(recipe, batch_index)
+    if start_pixels is not None and recipe.denoise < 1.0:
+        denoise = float(np.clip(recipe.denoise, 0.0, 1.0))
+        start = _resize(start_pixels, width, height)
+        image = start * np.float32(1.0 - denoise) + image * np.float32(denoise)
+    control_image = recipe.extras.get("control_image")
+    if control_image is not None:
+        strength = max((s for _, s in recipe.control), default=1.0)
+        alpha = np.float32(0.35 * min(1.0, max(0.0, float(strength))))
+        image = image * (1 - alpha) + _resize(control_image, width, height) * alpha
+    out: np.ndarray = np.clip(image, 0.0, 1.0).astype(np.float32)
+    return out
+
+
+@cache
+def font(size: int) -> Font:
+    """Pillow's bundled font at ``size`` pixels (FreeType); the bitmap default if FreeType is missing."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def _text_width(f: Font, text: str) -> float:
+    return float(f.getlength(text))
+
+
+def wrap(text: str, f: Font, width: float) -> list[str]:
+    """Greedy word wrap by rendered width; words longer than a line are split."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}" if line else word
+            if _text_width(f, candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            while _text_width(f, word) > width and len(word) > 1:
+                cut = len(word) - 1
+                while cut > 1 and _text_width(f, word[:cut]) > width:
+                    cut -= 1
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _short(name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    for ext in (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf"):
+        if base.endswith(ext):
+            return base[: -len(ext)]
+    return base
+
+
+def footer_text(recipe: Recipe, batch_index: int = 0) -> str:
+    """``seed 42 · sd_xl_base_1.0 · lora style:0.80 · denoise 0.60``."""
+    seed = f"seed {recipe.seed}" + (f"+{batch_index}" if batch_index else "")
+    parts = [seed]
+    if recipe.model is not None:
+        parts.append(_short(recipe.model.name))
+        parts.extend(f"lora {_short(n)}:{s:.2f}" for n, s in recipe.model.loras)
+    if recipe.steps:
+        parts.append(f"{recipe.steps} steps")
+    if recipe.denoise < 1.0:
+        parts.append(f"denoise {recipe.denoise:.2f}")
+    parts.extend(f"control {_short(n)}:{s:.2f}" for n, s in recipe.control)
+    return " · ".join(parts)
+
+
+def _panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], pad: int) -> None:
+    x0, y0, x1, y1 = box
+    draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=(0, 0, 0, 150))
+
+
+def draw_caption(image: np.ndarray, prompt: str, negative: str, footer: str) -> np.ndarray:
+    """Write the prompt (top, wrapped), the negative prompt and the footer (bottom) on an [H,W,3] image."""
+    height, width = image.shape[:2]
+    base = Image.fromarray(np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGBA")
+    overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    size = int(np.clip(min(width, height) / 16, 8, 72))
+    small = int(np.clip(size * 0.55, 7, 40))
+    margin = max(2, size // 2)
+    main_font, small_font = font(size), font(small)
+    line_h, small_h = int(size * 1.2), int(small * 1.25)
+    max_lines = max(1, int(height * 0.6 // line_h))
+    lines = wrap(prompt, main_font, width - 2 * margin) if prompt.strip() else []
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1] + " …"]
+    neg_lines = wrap(f"not: {negative}", small_font, width - 2 * margin)[:2] if negative.strip() else []
+    foot_lines = wrap(footer, small_font, width - 2 * margin)[:2] if footer else []
+    y = margin
+    if lines or neg_lines:
+        block_w = max([_text_width(main_font, t) for t in lines] + [_text_width(small_font, t) for t in neg_lines])
+        block_h = len(lines) * line_h + len(neg_lines) * small_h
+        _panel(draw, (margin, y, margin + block_w, y + block_h), max(1, margin // 2))
+        for text in lines:
+            draw.text((margin, y), text, font=main_font, fill=(255, 255, 255, 255))
+            y += line_h
+        for text in neg_lines:
+            draw.text((margin, y), text, font=small_font, fill=(255, 190, 190, 255))
+            y += small_h
+    if foot_lines:
+        fy = height - margin - len(foot_lines) * small_h
+        block_w = max(_text_width(small_font, t) for t in foot_lines)
+        _panel(draw, (margin, fy, margin + block_w, fy + len(foot_lines) * small_h), max(1, margin // 2))
+        for text in foot_lines:
+            draw.text((margin, fy), text, font=small_font, fill=(230, 230, 230, 255))
+            fy += small_h
+    composed = Image.alpha_composite(base, overlay).convert("RGB")
+    out: np.ndarray = np.asarray(composed, dtype=np.float32) / np.float32(255.0)
+    return out
+
+
+def render_image(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
+    """The placeholder picture of an image recipe: [H,W,3] float32 in 0..1, deterministic in the recipe."""
+    return draw_caption(
+        background(recipe, batch_index), recipe.prompt, recipe.negative, footer_text(recipe, batch_index)
+    )
