@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.demo
+	$(BIN)/python -m flows.character
 
 lint: $(STAMP)
 	$(BIN)/ruff check reelforge tasks flows tests bench
@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache character-output

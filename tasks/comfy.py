@@ -10,10 +10,10 @@ from prefect.cache_policies import NONE
 from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
-from reelforge.comfy.collect import JobRecord, run_and_collect, run_template
+from reelforge.comfy.collect import JobRecord, run_template
 from reelforge.comfy.errors import TransientComfyError
 from reelforge.comfy.pool import WorkerPool
-from reelforge.comfy.types import Graph, JobOwner
+from reelforge.comfy.types import JobOwner
 from reelforge.templates.template import load_template
 
 
@@ -35,20 +35,6 @@ def _owner(job_id: str) -> JobOwner:
     return JobOwner(job_id=job_id, flow_run_id=str(ctx.task_run.flow_run_id), task_run_id=str(ctx.task_run.id))
 
 
-# The pool holds live connections, so this task is not cached (content caching arrives with storage).
-@task(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient,
-    cache_policy=NONE,
-    task_run_name="gpu-job-{job_id}",
-)
-async def run_gpu_job(pool: WorkerPool, graph: Graph, job_id: str, dest_dir: Path) -> JobRecord:
-    """Run one ComfyUI graph on the pool and download its outputs into ``dest_dir``."""
-    return await run_and_collect(pool, graph, job_id=job_id, dest_dir=dest_dir, owner=_owner(job_id))
-
-
 @task(
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -65,7 +51,10 @@ async def run_template_job(
     dest_dir: Path,
     inputs: dict[str, Path] | None = None,
 ) -> JobRecord:
-    """Bind a workflow template, run it on the pool (uploading ``inputs``), download its outputs."""
+    """Bind a workflow template, run it on the pool (uploading ``inputs``), download its outputs.
+
+    The pool holds live connections, so this task is not cached yet (content caching arrives with storage).
+    """
     template = load_template(template_name)
     return await run_template(
         pool, template, params, job_id=job_id, dest_dir=dest_dir, inputs=inputs, owner=_owner(job_id)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from reelforge.comfy.client import ComfyClient
-from reelforge.comfy.pool import Prepare, WorkerPool
+from reelforge.comfy.pool import WorkerPool
 from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 from reelforge.templates.errors import TemplateError
 from reelforge.templates.template import Template, validate_on_worker
@@ -28,24 +28,6 @@ class JobRecord(BaseModel):
     cached: bool
     template: str | None = None
     template_version: str | None = None
-
-
-async def run_and_collect(
-    pool: WorkerPool,
-    graph: Graph,
-    *,
-    job_id: str,
-    dest_dir: Path,
-    owner: JobOwner | None = None,
-    timeout: float | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    prepare: Prepare | None = None,
-) -> JobRecord:
-    """Run ``graph`` on the best worker and download every output file into ``dest_dir``."""
-    result = await pool.run(
-        graph, job_id=job_id, owner=owner, timeout=timeout, on_progress=on_progress, prepare=prepare
-    )
-    return await _collect(pool, result, job_id, dest_dir)
 
 
 async def run_template(
