@@ -765,15 +765,23 @@ class ComfyClient:
         filename: str,
         subfolder: str = "",
         kind: str = "input",
+        name: str | None = None,
     ) -> UploadedFile:
-        """Upload a file under ``<sha256[:16]><ext>`` (``ext`` from ``filename``); a repeat is a no-op."""
+        """Upload a file under ``<sha256[:16]><ext>`` (``ext`` from ``filename``); a repeat is a no-op.
+
+        ``name`` overrides the content-hash name (e.g. a caption that must share its image's stem); the worker
+        keeps an identical existing file and renames a different one, so nothing is overwritten.
+        """
         if isinstance(source, bytes):
             digest = hashlib.sha256(source).hexdigest()
             size = len(source)
         else:
             digest, size = await asyncio.to_thread(_hash_file, Path(source))
         ext = PurePosixPath(filename).suffix.lower()
-        name = digest[:16] + (ext if _SAFE_EXT.match(ext) else "")
+        if name is None:
+            name = digest[:16] + (ext if _SAFE_EXT.match(ext) else "")
+        elif "/" in name or "\\" in name or name.startswith(".") or not name:
+            raise ValueError(f"upload name {name!r} must be a plain file name")
         key = (digest, name, subfolder, kind)
         known = self._uploaded.get(key)
         if known is not None:

@@ -23,6 +23,7 @@ class JobRecord(BaseModel):
     prompt_id: str
     worker: str
     files: list[Path]
+    by_node: dict[str, list[Path]] = {}  # output node id -> its files, in the order the worker listed them
     gpu_seconds: float
     wall_s: float
     cached: bool
@@ -99,12 +100,18 @@ async def validate_on_pool(
 async def _collect(pool: WorkerPool, result: JobResult, job_id: str, dest_dir: Path) -> JobRecord:
     client = pool.client_for(result.worker)
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
-    files = [await client.download(output, dest_dir) for output in result.outputs]
+    files: list[Path] = []
+    by_node: dict[str, list[Path]] = {}
+    for output in result.outputs:
+        path = await client.download(output, dest_dir)
+        files.append(path)
+        by_node.setdefault(output.node_id, []).append(path)
     return JobRecord(
         job_id=job_id,
         prompt_id=result.prompt_id,
         worker=result.worker,
         files=files,
+        by_node=by_node,
         gpu_seconds=result.gpu_seconds,
         wall_s=result.wall_s,
         cached=result.fully_cached,
