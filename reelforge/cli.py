@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from reelforge.settings import WorkerSettings
+from reelforge.settings import Settings
 
 app = typer.Typer(help="reelforge: generative media production on ComfyUI workers.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
@@ -36,12 +36,11 @@ def preview_worker(
 def config_show() -> None:
     """Print the effective settings (secrets masked)."""
     try:
-        settings = {"workers": WorkerSettings()}
+        settings = Settings.load()
     except ValidationError as exc:
         typer.echo(f"invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
-    shown = {name: json.loads(s.model_dump_json()) for name, s in settings.items()}
-    typer.echo(json.dumps(shown, indent=2))
+    typer.echo(json.dumps(json.loads(settings.model_dump_json()), indent=2))
 
 
 @templates_app.command("list")

@@ -43,3 +43,36 @@ def test_invalid_queue_depth_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REELFORGE_QUEUE_DEPTH", "-1")
     with pytest.raises(ValidationError, match="queue_depth"):
         WorkerSettings()
+
+
+def test_store_and_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reelforge.settings import LimitSettings, StoreSettings
+
+    monkeypatch.setenv("REELFORGE_STORE", "s3://studio-media/reelforge")
+    monkeypatch.setenv("REELFORGE_S3_SECRET_ACCESS_KEY", "very-secret")
+    monkeypatch.setenv("REELFORGE_GPU_PRICE_PER_HOUR", "image=1.5,video=3,default=1")
+    store, limits = StoreSettings(), LimitSettings()
+    assert store.is_s3 and "very-secret" not in store.model_dump_json()
+    assert limits.price_per_hour(frozenset({"video"})) == 3.0
+    assert limits.price_per_hour(frozenset({"image", "video"})) == 3.0
+    assert limits.price_per_hour(frozenset()) == 1.0
+    assert limits.timeout_for("lora") == 4 * 3600.0
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("REELFORGE_STORE", "ftp://host/x", "only local folders and s3://"),
+        ("REELFORGE_GPU_PRICE_PER_HOUR", "gpu=2", "unknown label 'gpu'"),
+        ("REELFORGE_GPU_PRICE_PER_HOUR", "image=cheap", "'cheap' is not a number"),
+    ],
+)
+def test_bad_store_and_price_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str
+) -> None:
+    from reelforge.settings import Settings
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError) as info:
+        Settings.load()
+    assert fragment in str(info.value)
