@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 
 clean:
-	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache character-output
+	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache character-output media-store

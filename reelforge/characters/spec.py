@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reelforge.storage.keys import safe_slug
+
 StyleFamily = Literal["realistic", "stylized"]
 Gender = Literal["female", "male", "nonbinary"]
 
@@ -17,9 +19,7 @@ STYLIZED_TYPES = frozenset({"mascot", "cartoon", "anime", "chibi"})
 
 def slugify(name: str, *, max_length: int = 48) -> str:
     """A file-system-safe slug: ASCII letters, digits and single dashes, never empty, never a path."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:max_length].strip("-")
-    return slug or "character"
+    return safe_slug(name, max_length=max_length, fallback="character")
 
 
 class CharacterSpec(BaseModel):

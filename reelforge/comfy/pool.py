@@ -17,6 +17,9 @@
   still running -> keep waiting there; finished -> return that result (a job never runs twice when it did
   complete); pending -> delete it there. Otherwise the worker cools down and the job runs again on another
   eligible worker under a new prompt id, at most ``max_failovers`` times. Permanent errors propagate at once.
+* **Stopping** (``stop_dispatch``): when the flow run that owns the pool is cancelled, nothing more is
+  submitted: waiting jobs, later ``run`` calls and failovers fail with ``DispatchStopped``. Prompts already
+  on workers are removed by ``reelforge.comfy.cancel.cancel_owned``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from reelforge.comfy.errors import (
     JobDeadlineExceeded,
     NoEligibleWorker,
     NoWorkerAvailable,
+    PermanentComfyError,
     PromptLost,
     TransientComfyError,
     WorkerServerError,
@@ -50,7 +54,7 @@ from reelforge.comfy.graph import ModelRef
 from reelforge.comfy.routing import Requirement, WorkerSnapshot, any_eligible_healthy, choose_worker
 from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 
-__all__ = ["WorkerPool", "WorkerStatus"]
+__all__ = ["DispatchStopped", "WorkerPool", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,10 @@ FAILOVER_ERRORS: tuple[type[TransientComfyError], ...] = (
 )
 
 _TICK = 0.5  # seconds between a waiting job's checks of its own deadline / unavailability
+
+
+class DispatchStopped(PermanentComfyError):
+    """The pool was told to submit nothing more (its flow run is being cancelled)."""
 
 
 class WorkerStatus(BaseModel):
@@ -182,6 +190,10 @@ class WorkerPool:
         self._closed = False
         self._refresh_lock = asyncio.Lock()
         self._refresh_generation = 0
+        self._stopped: str | None = None  # why dispatch was stopped (None: running normally)
+        self._submitting = 0  # submit POSTs in flight
+        self._no_submits = asyncio.Event()  # set while none is
+        self._no_submits.set()
         self.failovers = 0  # jobs re-run elsewhere
         self.salvaged = 0  # failures resolved on the original worker (finished or still running there)
 
@@ -258,6 +270,28 @@ class WorkerPool:
                 await client.aclose()
         if self._owned_http is not None:
             await self._owned_http.aclose()
+
+    def stop_dispatch(self, reason: str = "the pool was stopped") -> None:
+        """Submit nothing more: jobs waiting for a slot, later ``run`` calls and failovers fail with
+        ``DispatchStopped``. Prompts already on workers are left alone (see ``cancel.cancel_owned``)."""
+        if self._stopped is None:
+            self._stopped = reason
+            log.info("worker pool: dispatch stopped (%s)", reason)
+        for ticket in self._tickets:
+            if not ticket.future.done():
+                ticket.future.set_exception(DispatchStopped(self._stopped))
+        self._tickets.clear()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped is not None
+
+    async def submissions_settled(self, timeout: float = 5.0) -> bool:
+        """Wait until no submit request is in flight (after ``stop_dispatch`` none starts); False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._no_submits.wait()
+        return not self._submitting
 
     # ------------------------------------------------------------------ introspection
 
@@ -383,7 +417,16 @@ class WorkerPool:
                     self._mark_unhealthy(worker, err)
                     raise
             try:
-                await worker.client.submit(graph, prompt_id=prompt_id, owner=owner)
+                if self._stopped is not None:
+                    raise DispatchStopped(self._stopped, worker=worker.name)
+                self._submitting += 1
+                self._no_submits.clear()
+                try:
+                    await worker.client.submit(graph, prompt_id=prompt_id, owner=owner)
+                finally:
+                    self._submitting -= 1
+                    if not self._submitting:
+                        self._no_submits.set()
                 return await worker.client.wait(
                     prompt_id, timeout=self._remaining(deadline, prompt_id), on_progress=on_progress
                 )
@@ -445,6 +488,8 @@ class WorkerPool:
         """Wait (first come, first served) for a slot on a worker that can run ``requirement``."""
         if self._closed:
             raise NoWorkerAvailable("the worker pool is closed")
+        if self._stopped is not None:
+            raise DispatchStopped(self._stopped)
         ticket = _Ticket(requirement, asyncio.get_running_loop().create_future())
         self._tickets.append(ticket)
         self._dispatch()

@@ -1,42 +1,173 @@
+"""The character flow under Prefect's harness: storage, content caching, artifacts, events, S3."""
+
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import Artifact
 
-from flows.character import character_flow
+import tasks.events
+from flows.character import CharacterResult, character_flow
+from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
+from reelforge.settings import StoreSettings
+from reelforge.storage import LocalStore, open_store
+from reelforge.storage.lineage import read_manifest
 
 
-async def test_character_flow_base_then_variations_across_two_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(scope="module")
+def workers() -> Iterator[list[PreviewWorkerThread]]:
+    """Two preview workers that outlive flow runs, so a test can count the prompts they were sent."""
+    threads = [PreviewWorkerThread(PreviewWorker(latency="fixed:0.05", name=f"w{i}")) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    yield threads
+    for thread in threads:
+        thread.stop()
+
+
+@pytest.fixture
+def fleet(workers: list[PreviewWorkerThread], monkeypatch: pytest.MonkeyPatch) -> list[PreviewWorkerThread]:
+    monkeypatch.setenv("REELFORGE_COMFY_URLS", ",".join(w.url for w in workers))
+    return workers
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "store"
+    monkeypatch.setenv("REELFORGE_STORE", str(root))
+    return root
+
+
+def prompts_sent(workers: list[PreviewWorkerThread]) -> int:
+    return sum(w.stats.prompts_executed for w in workers)
+
+
+def flow_run_id(result: CharacterResult) -> UUID:
+    assert result.run_manifest_key is not None
+    return UUID(result.run_manifest_key.split("/")[1])
+
+
+async def test_second_run_is_cached_and_a_change_reruns_only_changed_jobs(
+    fleet: list[PreviewWorkerThread], store_dir: Path
 ) -> None:
-    monkeypatch.setenv("REELFORGE_PREVIEW_LATENCY", "fixed:0.3")
-    monkeypatch.setenv("REELFORGE_PREVIEW_WORKERS", "2")
-    result = await character_flow(
-        name="Test Person", character_type="kpop_idol", variations=4, width=320, height=256,
-        out_dir=str(tmp_path / "out"),
-    )
-    assert result.family == "realistic"
-    assert result.folder == tmp_path / "out" / "test-person"
-    assert result.base.template == "character_base_realistic"
-    assert [r.template for r in result.variations] == ["character_variation_realistic"] * 4
-    assert len({r.worker for r in result.variations}) == 2, "variations should fan out over both workers"
-    files = [result.base.files[0], *(r.files[0] for r in result.variations)]
-    assert len(set(files)) == 5
-    pixels = set()
-    for path in files:
-        assert path.is_file() and path.is_relative_to(result.folder)
-        with Image.open(path) as image:
-            assert image.size == (320, 256)  # variations keep the base image's size
-            pixels.add(image.convert("RGB").tobytes())
-    assert len(pixels) == 5, "every variation differs from the base and from each other"
+    first = await character_flow(name="Cache Person", variations=2, width=320, height=256)
+    assert (first.executed, first.cached, first.version) == (3, 0, 1)
+    store = LocalStore(store_dir)
+    refs = [first.base, *first.variations]
+    assert len({r.sha256 for r in refs}) == 3
+    for ref in refs:
+        assert store.exists(ref.key)
+        assert ref.key.startswith("characters/cache-person/v1/")
+        assert ref.key.rsplit("/", 1)[-1] == f"{ref.sha256[:16]}.png"
+        with Image.open(store.path_for(ref.key)) as image:
+            assert image.size == (320, 256)
+    assert [r.key.split("/")[3] for r in refs] == ["base", "variations", "variations"]
+    manifest = read_manifest(store, first.manifest_key)
+    assert manifest.kind == "character" and len(manifest.artifacts) == 3
+    base_record = manifest.artifacts[0]
+    assert base_record.template == "character_base_realistic" and base_record.worker
+    assert manifest.artifacts[1].parents[0].sha256 == first.base.sha256  # lineage: variation <- base
+    assert store.exists(first.run_manifest_key or "")
+    # Task results are small references, persisted beside the store.
+    results = list((store_dir / ".prefect-results").iterdir())
+    assert results and max(p.stat().st_size for p in results) < 64 * 1024
+
+    sent = prompts_sent(fleet)
+    second = await character_flow(name="Cache Person", variations=2, width=320, height=256)
+    assert (second.executed, second.cached, second.version) == (0, 3, 2)
+    assert prompts_sent(fleet) == sent, "a cached run must not send any prompt to the workers"
+    assert [r.sha256 for r in [second.base, *second.variations]] == [r.sha256 for r in refs]
+    assert {row["status"] for row in second.jobs} == {"cached"}
+    assert all(a.cached for a in read_manifest(store, second.manifest_key).artifacts)
+
+    # One more variation: only that job runs.
+    third = await character_flow(name="Cache Person", variations=3, width=320, height=256)
+    assert (third.executed, third.cached) == (1, 3)
+    assert prompts_sent(fleet) == sent + 1
+    assert [row["status"] for row in third.jobs] == ["cached", "cached", "cached", "executed"]
+
+    # A cached result whose artifact was deleted from the store is computed again.
+    store.path_for(first.variations[0].key).unlink()
+    fourth = await character_flow(name="Cache Person", variations=1, width=320, height=256)
+    assert [row["status"] for row in fourth.jobs] == ["cached", "executed"]
+    assert store.exists(fourth.variations[0].key)
 
 
-async def test_character_flow_stylized_family_uses_sdxl_templates(tmp_path: Path) -> None:
-    result = await character_flow(
-        name="Bolt", character_type="mascot", variations=1, width=512, height=512, out_dir=str(tmp_path)
-    )
+async def test_run_has_progress_table_gallery_and_events(
+    fleet: list[PreviewWorkerThread], store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emitted: list[dict[str, Any]] = []
+    real_emit = tasks.events.emit_event
+
+    def record(event: str, resource: dict[str, str], **kwargs: Any) -> Any:
+        emitted.append({"event": event, "resource": resource, **kwargs})
+        return real_emit(event, resource, **kwargs)
+
+    monkeypatch.setattr(tasks.events, "emit_event", record)
+    result = await character_flow(name="Art Person", variations=1, width=256, height=256)
+    run_id = flow_run_id(result)
+    async with get_client() as client:
+        # Raw filter call: prefect 3.8.8's read_artifacts sends null for omitted filters, which its server
+        # refuses (422), and an empty task-run filter drops flow-level artifacts.
+        response = await client._client.post(
+            "/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [str(run_id)]}}, "limit": 50, "sort": "CREATED_DESC"},
+        )
+        artifacts = [Artifact.model_validate(a) for a in response.json()]
+    by_type = {a.type: a for a in artifacts}
+    assert set(by_type) >= {"progress", "table", "markdown"}
+    assert float(by_type["progress"].data) == 100.0  # type: ignore[arg-type]
+    table = by_type["table"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [r["status"] for r in rows] == ["executed", "executed"]
+    assert {r["template"] for r in rows} == {"character_base_realistic", "character_variation_realistic"}
+    assert by_type["table"].key == "character-art-person-jobs"
+    markdown = str(by_type["markdown"].data)
+    assert result.base.key in markdown and result.variations[0].key in markdown
+
+    jobs = [e for e in emitted if e["event"] == "reelforge.job.completed"]
+    assert sorted(e["resource"]["prefect.resource.id"] for e in jobs) == [
+        "reelforge.job.art-person-v1-base",
+        "reelforge.job.art-person-v1-var00",
+    ]
+    ready = [e for e in emitted if e["event"] == "reelforge.character.ready"]
+    assert len(ready) == 1
+    assert ready[0]["resource"]["prefect.resource.id"] == "reelforge.character.art-person"
+    assert ready[0]["payload"]["manifest_key"] == result.manifest_key
+    assert ready[0]["payload"]["jobs_executed"] == 2
+
+
+async def test_stylized_family_uses_sdxl_templates(fleet: list[PreviewWorkerThread], store_dir: Path) -> None:
+    result = await character_flow(name="Bolt", character_type="mascot", variations=1, width=512, height=512)
     assert result.family == "stylized"
-    assert result.base.template == "character_base_stylized"
-    assert result.variations[0].template == "character_variation_stylized"
+    assert [row["template"] for row in result.jobs] == ["character_base_stylized", "character_variation_stylized"]
+
+
+async def test_s3_store_second_run_is_cached(
+    fleet: list[PreviewWorkerThread], s3_settings: StoreSettings, s3_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REELFORGE_STORE", s3_settings.store)
+    monkeypatch.setenv("REELFORGE_S3_ENDPOINT_URL", s3_settings.s3_endpoint_url or "")
+    monkeypatch.setenv("REELFORGE_S3_REGION", s3_settings.s3_region or "")
+    assert s3_settings.s3_access_key_id and s3_settings.s3_secret_access_key
+    monkeypatch.setenv("REELFORGE_S3_ACCESS_KEY_ID", s3_settings.s3_access_key_id.get_secret_value())
+    monkeypatch.setenv("REELFORGE_S3_SECRET_ACCESS_KEY", s3_settings.s3_secret_access_key.get_secret_value())
+    first = await character_flow(name="Cloud Person", variations=1, width=256, height=256)
+    assert (first.executed, first.cached) == (2, 0)
+    assert first.base.uri.startswith("s3://")
+    bucket = s3_settings.store.removeprefix("s3://").split("/")[0]
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert any(".prefect-results/" in k for k in keys), keys
+    sent = prompts_sent(fleet)
+    second = await character_flow(name="Cloud Person", variations=1, width=256, height=256)
+    assert (second.executed, second.cached) == (0, 2)
+    assert prompts_sent(fleet) == sent
+    store = open_store(s3_settings)
+    assert store.exists(second.base.key) and store.exists(second.manifest_key)

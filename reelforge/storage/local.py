@@ -1,0 +1,268 @@
+"""``LocalStore``: artifacts in a folder, written atomically and never overwritten.
+
+Layout: ``<root>/<key>`` holds the bytes; ``<root>/.meta/<key>.json`` holds the ref (sha256, kind, media
+type, metadata) so ``ref()`` need not re-hash. Temporary files are hidden (``.name.xxxx.tmp``) next to their
+target, so the final step is a same-folder ``os.link`` (fails if the key exists: a concurrent writer can never
+clobber) and a reader never sees a partial file. Keys starting with ``.`` are refused, so neither kind of hidden
+file can collide with a key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from reelforge.storage.base import CHUNK_SIZE, ArtifactRef, guess_media, json_bytes, sha256_file
+from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, UnsafeKey
+from reelforge.storage.keys import check_key, check_prefix, version_number
+
+META_DIR = ".meta"
+# os.link fails with these where the file system has no hard links (some FUSE, SMB, FAT mounts).
+_NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
+
+
+class LocalStore:
+    """A folder of write-once artifacts (see docs/storage.md)."""
+
+    def __init__(self, root: Path | str) -> None:
+        path = Path(root).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        self.root = path.resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------------------------
+
+    def _inside(self, path: Path, key: str) -> Path:
+        resolved = path.resolve()
+        if resolved != self.root and not resolved.is_relative_to(self.root):
+            raise UnsafeKey(f"key {key!r} resolves outside the store root {self.root} (through a symlink?)")
+        return resolved
+
+    def path_for(self, key: str) -> Path:
+        """The absolute path of a key, after checking it cannot leave the root (even through symlinks)."""
+        check_key(key)
+        return self._inside(self.root / key, key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self._inside(self.root / META_DIR / f"{key}.json", key)
+
+    def _make_parent(self, target: Path, key: str) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._inside(target.parent, key)  # a symlink swapped in meanwhile would show here
+
+    # -- writes --------------------------------------------------------------------------------------------
+
+    def put_file(
+        self, path: Path, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        with open(path, "rb") as source:
+            return self.put_stream(source, key, kind=kind, metadata=metadata)
+
+    def put_bytes(
+        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        return self.put_stream(io.BytesIO(data), key, kind=kind, metadata=metadata)
+
+    def put_json(self, obj: Any, key: str) -> ArtifactRef:
+        return self.put_bytes(json_bytes(obj), key, kind="json")
+
+    def put_stream(
+        self, source: IO[bytes], key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        """Copy a readable binary stream under ``key`` (hashing while copying); the core of every put."""
+        target = self.path_for(key)
+        media_type, kind_ = guess_media(key, kind)
+        meta = dict(metadata or {})
+        json.dumps(meta)  # metadata must be JSON (it is stored as JSON), fail before writing anything
+        self._make_parent(target, key)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:100]}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK_SIZE):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            new = ArtifactRef(
+                key=key, uri=target.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind_, metadata=meta
+            )
+            if not self._publish(tmp, target):
+                return self._existing(target, key, new)
+            _fsync_dir(target.parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._write_meta(new)
+        return new
+
+    def _publish(self, tmp: Path, target: Path) -> bool:
+        """Make ``tmp`` visible as ``target``; False when ``target`` already exists (nothing changed)."""
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+        # No hard links here: check-then-rename leaves a small race window between two writers of one key.
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+        return True
+
+    def _existing(self, target: Path, key: str, new: ArtifactRef) -> ArtifactRef:
+        sha, size = sha256_file(target)
+        if sha != new.sha256:
+            raise StoreConflict(
+                f"{key!r} already exists in {self.root} with other content "
+                f"(sha256 {sha[:16]}…, {size} bytes; new {new.sha256[:16]}…, {new.size} bytes)"
+            )
+        stored = self._read_meta(key, size)
+        if stored is not None and stored.sha256 == sha:
+            return stored
+        self._write_meta(new)  # a crash between publishing and writing the metadata: repair it
+        return new
+
+    def _write_meta(self, ref: ArtifactRef) -> None:
+        meta_path = self._meta_path(ref.key)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=meta_path.parent, prefix=f".{meta_path.name[:100]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(ref.model_dump_json(exclude={"uri"}).encode("utf-8"))
+            os.replace(tmp_name, meta_path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def _read_meta(self, key: str, size: int) -> ArtifactRef | None:
+        try:
+            data = json.loads(self._meta_path(key).read_bytes())
+            data["uri"] = self.path_for(key).as_uri()
+            ref = ArtifactRef.model_validate(data)
+        except (OSError, ValueError):
+            return None
+        return ref if ref.size == size and ref.key == key else None
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def _existing_path(self, key: str) -> Path:
+        path = self.path_for(key)
+        if not path.is_file():
+            raise ArtifactMissing(f"no artifact {key!r} in {self.root}")
+        return path
+
+    def ref(self, key: str) -> ArtifactRef:
+        path = self._existing_path(key)
+        size = path.stat().st_size
+        stored = self._read_meta(key, size)
+        if stored is not None:
+            return stored
+        sha, size = sha256_file(path)
+        media_type, kind = guess_media(key)
+        return ArtifactRef(key=key, uri=path.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind)
+
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._existing_path(key).read_bytes()
+
+    def get_file(self, key: str, dest: Path, *, verify: bool = False) -> Path:
+        """Copy to ``dest`` through a hidden temp file and a rename, so ``dest`` is never partial.
+
+        ``verify=True`` hashes while copying and checks the recorded sha256; otherwise the copy is the kernel's
+        (``shutil.copyfile``, several times faster than any copy through Python).
+        """
+        source = self._existing_path(key)
+        expected = self._read_meta(key, source.stat().st_size) if verify else None
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:100]}.", suffix=".part")
+        os.close(fd)
+        try:
+            if verify:
+                sha, _ = _copy_hashing(source, Path(tmp_name))
+                if sha != (expected.sha256 if expected is not None else self.ref(key).sha256):
+                    raise StoreError(f"{key!r} in {self.root} does not match its recorded sha256 (corrupted?)")
+            else:
+                shutil.copyfile(source, tmp_name)
+            os.replace(tmp_name, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        return dest
+
+    def url(self, key: str, *, expires_s: int | None = None) -> str:
+        """The absolute file path (``expires_s`` is ignored)."""
+        return str(self._existing_path(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        check_prefix(prefix)
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._inside(self.root / folder, prefix) if folder else self.root
+        if not base.is_dir():
+            return []
+        keys: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def next_version(self, prefix: str, marker: str = "v") -> int:
+        """1 + the highest ``<marker><N>`` folder directly under ``prefix`` (1 when there is none)."""
+        check_prefix(prefix)
+        folder = prefix.rstrip("/")
+        base = self._inside(self.root / folder, prefix) if folder else self.root
+        if not base.is_dir():
+            return 1
+        numbers = [version_number(entry.name, marker) for entry in base.iterdir() if entry.is_dir()]
+        return max((n for n in numbers if n is not None), default=0) + 1
+
+
+def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as src, open(target, "wb") as out:
+        while chunk := src.read(CHUNK_SIZE):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
