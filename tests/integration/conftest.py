@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from reelforge.preview.server import PreviewWorker
@@ -41,3 +42,10 @@ async def make_worker(tmp_path: Path) -> AsyncIterator[MakeWorker]:
     finally:
         for worker in workers:
             await worker.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp session, for speaking the ComfyUI protocol without our client."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from io import BytesIO
 from typing import Any
 
 import aiohttp
 import numpy as np
-import pytest
+from helpers import get_json, post_prompt
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -31,21 +31,6 @@ LOCK = ComfyLock(
 )
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def post_prompt(http: aiohttp.ClientSession, url: str, body: Json) -> tuple[int, Json]:
-    async with http.post(url + "/prompt", json=body) as r:
-        return r.status, await r.json()
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as r:
-        assert r.status == 200, (url, r.status)
-        return await r.json()
 
 
 async def frames_until_done(ws: aiohttp.ClientWebSocketResponse, prompt_id: str, within: float = 30) -> list[Json]:

@@ -7,12 +7,14 @@ import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from captured import MISSING_HEIGHT_400
+from helpers import get_json, post_prompt
 from PIL import Image
 
 from reelforge.preview.registry import NodeClass, NodeRegistry, NodeResult, default_registry
@@ -56,21 +58,6 @@ def chain(length: int, prefix: str, color: int = 0, first: int = 1) -> Json:
     return graph
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def post_prompt(http: aiohttp.ClientSession, url: str, body: Json) -> tuple[int, Json]:
-    async with http.post(url + "/prompt", json=body) as r:
-        return r.status, await r.json()
-
-
-async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as r:
-        assert r.status == 200, (url, r.status)
-        return await r.json()
 
 
 async def frames_until_done(
@@ -426,31 +413,7 @@ async def test_validation_errors(preview_worker: PreviewWorker, http: aiohttp.Cl
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
     }
-    assert await post_prompt(http, url, {"prompt": missing}) == (
-        400,
-        {
-            "error": {
-                "type": "prompt_outputs_failed_validation",
-                "message": "Prompt outputs failed validation",
-                "details": "",
-                "extra_info": {},
-            },
-            "node_errors": {
-                "1": {
-                    "errors": [
-                        {
-                            "type": "required_input_missing",
-                            "message": "Required input is missing",
-                            "details": "height",
-                            "extra_info": {"input_name": "height"},
-                        }
-                    ],
-                    "dependent_outputs": ["2"],
-                    "class_type": "EmptyImage",
-                }
-            },
-        },
-    )
+    assert await post_prompt(http, url, {"prompt": missing}) == (400, MISSING_HEIGHT_400)
     status, body = await post_prompt(http, url, {"prompt": {"1": INVERT_GRAPH["1"]}})
     assert status == 400 and body["error"]["type"] == "prompt_no_outputs" and body["node_errors"] == {}
     assert await post_prompt(http, url, {"client_id": "x"}) == (

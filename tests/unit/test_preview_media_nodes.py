@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import call
 
 from reelforge.preview import latency
 from reelforge.preview.registry import (
-    ExecContext,
     NodeRegistry,
-    NodeResult,
     WorkerDirs,
     catalogue,
     default_registry,
@@ -58,11 +57,6 @@ def reg() -> NodeRegistry:
     return default_registry()
 
 
-def call(reg: NodeRegistry, name: str, dirs: WorkerDirs, **inputs: Any) -> NodeResult:
-    cls = reg.get(name)
-    assert cls is not None, name
-    ctx = ExecContext(prompt_id="p", node_id="1", prompt={}, extra_pnginfo=None, dirs=dirs)
-    return cls.run(ctx, inputs)
 
 
 def textured(h: int, w: int, channel: int, seed: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import call
 from PIL import Image
 from safetensors import safe_open
 from safetensors.numpy import load_file
@@ -16,7 +17,7 @@ from reelforge.preview.latency import GPU_STEP_SECONDS, parse_latency
 from reelforge.preview.nodes.loaders import model_family, upscale_factor
 from reelforge.preview.nodes.sampling import ControlApplied
 from reelforge.preview.nodes.training import LoraWeights
-from reelforge.preview.registry import ExecContext, NodeRegistry, NodeResult, WorkerDirs, default_registry
+from reelforge.preview.registry import NodeRegistry, WorkerDirs, default_registry
 from reelforge.preview.render.image import background, render_image
 from reelforge.preview.values import Clip, Cond, Model, Recipe, UpscaleModel, Vae, recipe_of
 from reelforge.templates.lock import ComfyLock, ComfyUIPin, ModelFile
@@ -58,11 +59,6 @@ def reg() -> NodeRegistry:
     return default_registry()
 
 
-def call(reg: NodeRegistry, name: str, dirs: WorkerDirs, **inputs: Any) -> NodeResult:
-    cls = reg.get(name)
-    assert cls is not None, name
-    ctx = ExecContext(prompt_id="p1", node_id="1", prompt={}, extra_pnginfo=None, dirs=dirs)
-    return cls.run(ctx, inputs)
 
 
 def sdxl_image(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from captured import MISSING_HEIGHT_400
 from PIL import Image
 
 from reelforge.preview.registry import NodeClass, NodeRegistry, NodeResult, WorkerDirs, default_registry
@@ -130,28 +131,7 @@ def test_required_input_missing_upstream_exact_c4_response(reg: NodeRegistry, di
     del node["inputs"]["height"]
     out = run({"1": node, "2": save(["1", 0])}, reg, dirs)
     assert out.ok is False
-    assert out.response_body() == {
-        "error": {
-            "type": "prompt_outputs_failed_validation",
-            "message": "Prompt outputs failed validation",
-            "details": "",
-            "extra_info": {},
-        },
-        "node_errors": {
-            "1": {
-                "errors": [
-                    {
-                        "type": "required_input_missing",
-                        "message": "Required input is missing",
-                        "details": "height",
-                        "extra_info": {"input_name": "height"},
-                    }
-                ],
-                "dependent_outputs": ["2"],
-                "class_type": "EmptyImage",
-            }
-        },
-    }
+    assert out.response_body() == MISSING_HEIGHT_400
 
 
 def test_required_input_missing_on_output_joins_top_level_details(
