@@ -44,7 +44,7 @@ from reelforge.comfy.collect import run_template
 from reelforge.comfy.pool import WorkerPool
 from reelforge.comfy.types import JobOwner
 from reelforge.settings import LimitSettings, StoreSettings
-from reelforge.storage.base import ArtifactRef, ArtifactStore, sha256_file
+from reelforge.storage.base import ArtifactRef, ArtifactStore
 from reelforge.storage.lineage import ArtifactRecord, ParentRef, cost_for
 from reelforge.templates.template import Template, load_template
 from tasks.admission import GpuAdmission
@@ -228,13 +228,18 @@ def _local_path(store: ArtifactStore, ref: ArtifactRef, folder: Path) -> Path:
 
 
 def _store_outputs(
-    store: ArtifactStore, files: list[Path], prefix: str, kind_by_file: Mapping[Path, str | None]
+    store: ArtifactStore,
+    files: list[Path],
+    digests: list[str],
+    prefix: str,
+    kind_by_file: Mapping[Path, str | None],
 ) -> list[ArtifactRef]:
+    """Store each output under its content hash; the digests were computed while the files downloaded, so no
+    file is read again just to be hashed."""
     refs = []
-    for path in files:
-        sha, _ = sha256_file(path)
+    for path, sha in zip(files, digests, strict=True):
         key = f"{prefix.strip('/')}/{sha[:16]}{path.suffix.lower()}"
-        refs.append(store.put_file(path, key, kind=kind_by_file.get(path)))
+        refs.append(store.put_file(path, key, kind=kind_by_file.get(path), sha256=sha))
     return refs
 
 
@@ -275,7 +280,7 @@ async def gpu_job(
                 owner=_owner(job_id), timeout=timeout, on_progress=on_progress,
             )
         kinds = {path: _kind(template, node) for node, paths in record.by_node.items() for path in paths}
-        refs = await asyncio.to_thread(_store_outputs, runtime.store, record.files, prefix, kinds)
+        refs = await asyncio.to_thread(_store_outputs, runtime.store, record.files, record.sha256, prefix, kinds)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
     labels = next((sorted(w.labels) for w in runtime.pool.status() if w.name == record.worker), [])

@@ -64,6 +64,7 @@ from reelforge.comfy.outputs import (
     validation_error,
 )
 from reelforge.comfy.types import (
+    DownloadedFile,
     Graph,
     JobOwner,
     JobResult,
@@ -816,7 +817,13 @@ class ComfyClient:
         return uploaded
 
     async def download(self, output: OutputFile, dest_dir: Path, *, max_bytes: int | None = None) -> Path:
-        """Stream ``/view`` into ``dest_dir/<filename>`` (temp file, then rename); size-checked.
+        """Stream ``/view`` into ``dest_dir/<filename>``; see :meth:`download_file`."""
+        return (await self.download_file(output, dest_dir, max_bytes=max_bytes)).path
+
+    async def download_file(
+        self, output: OutputFile, dest_dir: Path, *, max_bytes: int | None = None
+    ) -> DownloadedFile:
+        """Stream ``/view`` into ``dest_dir/<filename>`` (temp file, then rename); size-checked, sha256 computed.
 
         An existing file with the same bytes is kept and returned; an existing *different* file is never
         overwritten: the download is stored as ``<stem>.<sha256[:8]><ext>`` beside it instead.
@@ -872,7 +879,9 @@ class ComfyClient:
         except BaseException:
             await asyncio.to_thread(tmp.unlink, missing_ok=True)
             raise
-        return await asyncio.to_thread(_place, tmp, dest_dir / basename, digest.hexdigest())
+        sha256 = digest.hexdigest()
+        path = await asyncio.to_thread(_place, tmp, dest_dir / basename, sha256)
+        return DownloadedFile(path=path, sha256=sha256, size=received)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

@@ -23,6 +23,7 @@ class JobRecord(BaseModel):
     prompt_id: str
     worker: str
     files: list[Path]
+    sha256: list[str] = []  # digest of each file in ``files``, computed while it downloaded
     by_node: dict[str, list[Path]] = {}  # output node id -> its files, in the order the worker listed them
     gpu_seconds: float
     wall_s: float
@@ -101,16 +102,19 @@ async def _collect(pool: WorkerPool, result: JobResult, job_id: str, dest_dir: P
     client = pool.client_for(result.worker)
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     files: list[Path] = []
+    digests: list[str] = []
     by_node: dict[str, list[Path]] = {}
     for output in result.outputs:
-        path = await client.download(output, dest_dir)
-        files.append(path)
-        by_node.setdefault(output.node_id, []).append(path)
+        fetched = await client.download_file(output, dest_dir)
+        files.append(fetched.path)
+        digests.append(fetched.sha256)
+        by_node.setdefault(output.node_id, []).append(fetched.path)
     return JobRecord(
         job_id=job_id,
         prompt_id=result.prompt_id,
         worker=result.worker,
         files=files,
+        sha256=digests,
         by_node=by_node,
         gpu_seconds=result.gpu_seconds,
         wall_s=result.wall_s,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,6 +107,14 @@ class QueueState(BaseModel):
         if any(i.prompt_id == prompt_id for i in self.pending):
             return "pending"
         return None
+
+
+class DownloadedFile(BaseModel):
+    """A file fetched from a worker, with the digest computed while its bytes arrived."""
+
+    path: Path
+    sha256: str
+    size: int
 
 
 class UploadedFile(BaseModel):

@@ -119,8 +119,18 @@ class ArtifactStore(Protocol):
     """
 
     def put_file(
-        self, path: Path, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
-    ) -> ArtifactRef: ...
+        self,
+        path: Path,
+        key: str,
+        *,
+        kind: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        sha256: str | None = None,
+    ) -> ArtifactRef:
+        """Store ``path`` under ``key``. ``sha256``: the file's digest when the caller already has it (computed as
+        the bytes arrived); the store then skips its own pass where it would be a separate read, verifies it
+        where it hashes anyway (local copy), and refuses a file that changed while being stored."""
+        ...
 
     def put_bytes(
         self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None

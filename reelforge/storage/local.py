@@ -63,10 +63,16 @@ class LocalStore:
     # -- writes --------------------------------------------------------------------------------------------
 
     def put_file(
-        self, path: Path, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        path: Path,
+        key: str,
+        *,
+        kind: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        sha256: str | None = None,
     ) -> ArtifactRef:
         with open(path, "rb") as source:
-            return self.put_stream(source, key, kind=kind, metadata=metadata)
+            return self.put_stream(source, key, kind=kind, metadata=metadata, expected_sha256=sha256)
 
     def put_bytes(
         self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
@@ -77,7 +83,13 @@ class LocalStore:
         return self.put_bytes(json_bytes(obj), key, kind="json")
 
     def put_stream(
-        self, source: IO[bytes], key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        source: IO[bytes],
+        key: str,
+        *,
+        kind: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        expected_sha256: str | None = None,
     ) -> ArtifactRef:
         """Copy a readable binary stream under ``key`` (hashing while copying); the core of every put."""
         target = self.path_for(key)
@@ -98,6 +110,10 @@ class LocalStore:
                 out.flush()
                 os.fsync(out.fileno())
             sha = digest.hexdigest()
+            if expected_sha256 is not None and sha != expected_sha256:
+                raise StoreError(
+                    f"{key}: the source's sha256 is {sha}, not {expected_sha256} as the caller said (changed?)"
+                )
             new = ArtifactRef(
                 key=key, uri=target.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind_, metadata=meta
             )

@@ -263,13 +263,26 @@ class S3Store:
     # -- writes --------------------------------------------------------------------------------------------
 
     def put_file(
-        self, path: Path, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+        self,
+        path: Path,
+        key: str,
+        *,
+        kind: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        sha256: str | None = None,
     ) -> ArtifactRef:
         full = self._full(key)
         path = Path(path)
         media_type, kind_ = guess_media(key, kind)
         before = path.stat()
-        sha, size = sha256_file(path)
+        # The digest goes into the object's metadata, which S3 fixes when the upload starts: without a digest from
+        # the caller this is a full pass over the file before the first byte is sent.
+        if sha256 is None:
+            sha, size = sha256_file(path)
+        else:
+            if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+                raise ValueError(f"sha256 for {key!r} must be 64 lower-case hex digits")
+            sha, size = sha256, before.st_size
         new = ArtifactRef(
             key=key,
             uri=self._uri(key),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -159,6 +160,10 @@ async def test_run_downloads_png_with_metadata(preview_worker: PreviewWorker, tm
         placed = await client.download(out, other.parent)
         assert placed != other and other.read_bytes() == b"not the png"
         assert placed.read_bytes() == path.read_bytes()
+        # The digest comes with the download: computed while the bytes arrived.
+        fetched = await client.download_file(out, tmp_path / "dl3")
+        assert fetched.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert fetched.size == path.stat().st_size
 
 
 async def test_info_endpoints(preview_worker: PreviewWorker) -> None:

@@ -361,3 +361,26 @@ def test_concurrent_writers_of_one_key(s3_settings: StoreSettings, tmp_path: Pat
     stored = store.ref("runs/r1/take.mp4")
     assert stored.sha256 in {hashlib.sha256(s.read_bytes()).hexdigest() for s in sources}
     assert _no_pending_uploads(store.client, _bucket(s3_settings))
+
+
+def test_put_file_with_the_callers_digest_skips_the_hash_pass(
+    s3_settings: StoreSettings, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reelforge.storage.s3 as s3_module
+
+    store = _store(s3_settings)
+    data = os.urandom(MIB + 3)
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+
+    def no_second_pass(path: Path) -> tuple[str, int]:
+        raise AssertionError("the file was hashed again although its digest was given")
+
+    monkeypatch.setattr(s3_module, "sha256_file", no_second_pass)
+    ref = store.put_file(src, "takes/clip.mp4", sha256=sha)
+    assert ref.sha256 == sha and ref.size == len(data)
+    head = s3_client.head_object(Bucket=_bucket(s3_settings), Key=store._full("takes/clip.mp4"))
+    assert head["Metadata"]["sha256"] == sha
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        store.put_file(src, "takes/bad.mp4", sha256="xyz")

@@ -221,3 +221,15 @@ def test_manifest_round_trip_and_write_once(store: LocalStore) -> None:
 def test_open_store_local(tmp_path: Path) -> None:
     store = open_store(StoreSettings(store=str(tmp_path / "media")))
     assert isinstance(store, LocalStore) and store.root == (tmp_path / "media").resolve()
+
+
+def test_put_file_with_the_callers_digest(store: LocalStore, tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    src.write_bytes(b"png bytes")
+    sha = hashlib.sha256(b"png bytes").hexdigest()
+    ref = store.put_file(src, "a/ok.png", sha256=sha)
+    assert ref.sha256 == sha and store.read_bytes("a/ok.png") == b"png bytes"
+    with pytest.raises(StoreError, match=r"not 0+ as the caller said"):
+        store.put_file(src, "a/wrong.png", sha256="0" * 64)
+    assert not store.exists("a/wrong.png")
+    assert _files(store.root / "a") == ["ok.png"]
