@@ -142,7 +142,16 @@ async def test_global_limit_is_created_and_taken(worker: PreviewWorkerThread, tm
     assert limit.active_slots == 0  # released after the job
 
 
-async def test_admission_is_a_no_op_when_disabled() -> None:
+async def test_admission_is_a_no_op_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.admission as admission_module
+
+    def no_server(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("disabled admission must not talk to the Prefect server")
+
+    monkeypatch.setattr(admission_module, "concurrency", no_server)
+    monkeypatch.setattr(admission_module, "get_client", no_server)
     admission = GpuAdmission(pool=None, enabled=False)  # type: ignore[arg-type]
+    entered = False
     async with admission.slot("image"):
-        pass
+        entered = True
+    assert entered and admission._ensured == {}

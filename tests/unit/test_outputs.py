@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from captured import MISSING_HEIGHT_400
 
 from reelforge.comfy.errors import (
     ExecutionError,
@@ -71,45 +73,27 @@ def test_parse_outputs_rejects_malformed_known_keys() -> None:
 
 
 def test_validation_error_lists_every_node_error() -> None:
-    body = {
-        "error": {
-            "type": "prompt_outputs_failed_validation",
-            "message": "Prompt outputs failed validation",
-            "details": "",
-            "extra_info": {},
-        },
-        "node_errors": {
-            "1": {
-                "errors": [
-                    {
-                        "type": "required_input_missing",
-                        "message": "Required input is missing",
-                        "details": "height",
-                        "extra_info": {"input_name": "height"},
-                    },
-                    {
-                        "type": "value_smaller_than_min",
-                        "message": "Value 0 smaller than min of 1",
-                        "details": "width",
-                        "extra_info": {"input_name": "width", "input_config": ["INT", {"min": 1}]},
-                    },
-                ],
-                "dependent_outputs": ["2"],
-                "class_type": "EmptyImage",
-            },
-            "5": {
-                "errors": [
-                    {
-                        "type": "return_type_mismatch",
-                        "message": "Return type mismatch between linked nodes",
-                        "details": "images, received_type(MASK) mismatch input_type(IMAGE)",
-                        "extra_info": {"input_name": "images"},
-                    }
-                ],
-                "dependent_outputs": ["5"],
-                "class_type": "SaveImage",
-            },
-        },
+    # The captured c.4 answer, plus a second error on node 1 and an error on another output node.
+    body = copy.deepcopy(MISSING_HEIGHT_400)
+    body["node_errors"]["1"]["errors"].append(
+        {
+            "type": "value_smaller_than_min",
+            "message": "Value 0 smaller than min of 1",
+            "details": "width",
+            "extra_info": {"input_name": "width", "input_config": ["INT", {"min": 1}]},
+        }
+    )
+    body["node_errors"]["5"] = {
+        "errors": [
+            {
+                "type": "return_type_mismatch",
+                "message": "Return type mismatch between linked nodes",
+                "details": "images, received_type(MASK) mismatch input_type(IMAGE)",
+                "extra_info": {"input_name": "images"},
+            }
+        ],
+        "dependent_outputs": ["5"],
+        "class_type": "SaveImage",
     }
     exc = validation_error(body, worker="w1", prompt_id="p1")
     assert isinstance(exc, PromptValidationError)
