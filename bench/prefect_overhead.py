@@ -39,9 +39,9 @@ from prefect import flow  # noqa: E402
 from reelforge.comfy.collect import run_template  # noqa: E402
 from reelforge.comfy.fleet import open_fleet  # noqa: E402
 from reelforge.comfy.pool import WorkerPool  # noqa: E402
+from reelforge.hashing import sha256_file  # noqa: E402
 from reelforge.settings import LimitSettings, StoreSettings, WorkerSettings  # noqa: E402
 from reelforge.storage import open_store  # noqa: E402
-from reelforge.storage.base import sha256_file  # noqa: E402
 from reelforge.templates.template import load_template  # noqa: E402
 from tasks.artifacts import publish_summary  # noqa: E402
 from tasks.gpu import GpuJobs, JobRuntime  # noqa: E402

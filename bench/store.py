@@ -34,8 +34,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from reelforge.hashing import sha256_file
 from reelforge.settings import StoreSettings
-from reelforge.storage.base import sha256_file
 from reelforge.storage.local import LocalStore
 from reelforge.storage.s3 import S3Store
 

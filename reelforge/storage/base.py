@@ -5,17 +5,15 @@ See docs/storage.md. Implementations: ``LocalStore`` (a folder) and ``S3Store`` 
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, cast, get_args, runtime_checkable
+from typing import Any, Literal, Protocol, cast, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ArtifactKind = Literal["image", "video", "audio", "lora", "json", "text", "file"]
 ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
 
-CHUNK_SIZE = 1024 * 1024  # streamed copies and hashes read 1 MiB at a time
 
 # Extensions mimetypes gets wrong or does not know on every platform.
 _EXPLICIT_TYPES: dict[str, tuple[str, ArtifactKind]] = {
@@ -85,28 +83,6 @@ def guess_media(name: str, kind: str | None = None) -> tuple[str, ArtifactKind]:
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}; use one of {', '.join(ARTIFACT_KINDS)}")
     return media_type, cast(ArtifactKind, kind)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """``(sha256 hex, size)`` of a file, read in 1 MiB chunks into one reused buffer."""
-    digest = hashlib.sha256()
-    size = 0
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buffer):
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
-
-
-def sha256_stream(stream: IO[bytes]) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(CHUNK_SIZE):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @runtime_checkable

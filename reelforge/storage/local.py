@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from reelforge.storage.base import CHUNK_SIZE, ArtifactRef, guess_media, json_bytes, sha256_file
+from reelforge.hashing import CHUNK_SIZE, sha256_file
+from reelforge.storage.base import ArtifactRef, guess_media, json_bytes
 from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, UnsafeKey
 from reelforge.storage.keys import check_key, check_prefix, version_number
 

@@ -47,16 +47,9 @@ from botocore.exceptions import (
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
+from reelforge.hashing import CHUNK_SIZE, sha256_file, sha256_stream
 from reelforge.settings import StoreSettings
-from reelforge.storage.base import (
-    ARTIFACT_KINDS,
-    CHUNK_SIZE,
-    ArtifactRef,
-    guess_media,
-    json_bytes,
-    sha256_file,
-    sha256_stream,
-)
+from reelforge.storage.base import ARTIFACT_KINDS, ArtifactRef, guess_media, json_bytes
 from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, StoreUnavailable
 from reelforge.storage.keys import check_key, check_prefix, version_number
 
