@@ -881,7 +881,7 @@ class ComfyClient:
             raise
         sha256 = digest.hexdigest()
         path = await asyncio.to_thread(_place, tmp, dest_dir / basename, sha256)
-        return DownloadedFile(path=path, sha256=sha256, size=received)
+        return DownloadedFile(node_id=output.node_id, kind=output.kind, path=path, sha256=sha256, size=received)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

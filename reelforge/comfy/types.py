@@ -110,8 +110,16 @@ class QueueState(BaseModel):
 
 
 class DownloadedFile(BaseModel):
-    """A file fetched from a worker, with the digest computed while its bytes arrived."""
+    """One output fetched from a worker: which node made it, what it is, where it is, its digest and size.
 
+    The one record per output from the client's download to the store's put (the digest was computed while its
+    bytes arrived, so nothing reads the file again just to hash it).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    kind: MediaKind
     path: Path
     sha256: str
     size: int

@@ -16,14 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reelforge.media.errors import FFmpegError, FFmpegNotFound, FFmpegTimeout
 
-class FFmpegError(RuntimeError):
-    """ffmpeg exited with an error; the message carries the tail of its stderr."""
-
-    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
-        self.returncode = returncode
-        self.stderr = stderr
-        super().__init__(message)
+__all__ = ["FFmpegError", "FFmpegTimeout", "ffmpeg_exe", "run_ffmpeg"]
 
 
 @cache
@@ -35,7 +30,7 @@ def ffmpeg_exe() -> str:
     try:
         import imageio_ffmpeg
     except ImportError as exc:  # pragma: no cover - imageio-ffmpeg is a dependency
-        raise FFmpegError("ffmpeg not found on PATH and imageio-ffmpeg is not installed") from exc
+        raise FFmpegNotFound("ffmpeg not found on PATH and imageio-ffmpeg is not installed") from exc
     exe: str = imageio_ffmpeg.get_ffmpeg_exe()
     return exe
 
@@ -50,28 +45,40 @@ def run_ffmpeg(
     input_bytes: bytes | None = None,
     timeout: float | None = None,
     check: bool = True,
+    input_path: Path | str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``ffmpeg -hide_banner <args>`` (stdin closed unless ``input_bytes`` is given).
 
-    Raises ``FFmpegError`` with the tail of stderr on failure when ``check``.
+    Raises ``FFmpegError`` with the tail of stderr on failure when ``check``, and ``FFmpegTimeout`` when it runs
+    past ``timeout`` (``subprocess.run`` kills it then). ``input_path`` names the input in errors.
     """
     cmd = [ffmpeg_exe(), "-hide_banner", *[str(a) for a in args]]
     if input_bytes is None:
         cmd.insert(2, "-nostdin")
-    proc = subprocess.run(
-        cmd,
-        input=input_bytes,
-        stdin=None if input_bytes is not None else subprocess.DEVNULL,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=input_bytes,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode("utf-8", "replace")
+        raise FFmpegTimeout(
+            f"ffmpeg did not finish within {timeout:g} s and was killed: {_tail(stderr, 5)}".rstrip(": "),
+            timeout=timeout or 0.0,
+            stderr=stderr,
+            path=input_path,
+        ) from exc
     if check and proc.returncode != 0:
         stderr = proc.stderr.decode("utf-8", "replace")
         raise FFmpegError(
             f"ffmpeg failed (exit {proc.returncode}): {_tail(stderr)}",
             returncode=proc.returncode,
             stderr=stderr,
+            path=input_path,
         )
     return proc
 
@@ -142,10 +149,15 @@ def encode_raw_video(
             broken = True
     try:
         returncode = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         proc.kill()
         proc.wait()
-        raise
+        reader.join()
+        raise FFmpegTimeout(
+            f"ffmpeg did not finish writing {output} within {timeout:g} s and was killed",
+            timeout=timeout or 0.0,
+            stderr=b"".join(chunks).decode("utf-8", "replace"),
+        ) from exc
     reader.join()
     stderr = b"".join(chunks).decode("utf-8", "replace")
     if returncode != 0 or broken:
@@ -174,6 +186,7 @@ def decode_audio(path: Path, *, sample_rate: int, channels: int, timeout: float 
             "pipe:1",
         ],
         timeout=timeout,
+        input_path=path,
     )
     samples = np.frombuffer(proc.stdout, dtype="<f4")
     usable = (samples.size // channels) * channels

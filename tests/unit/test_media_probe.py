@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from reelforge.media.ffmpeg import FFmpegError, ffmpeg_exe, run_ffmpeg
+from reelforge.media.errors import MediaError
+from reelforge.media.ffmpeg import FFmpegError, FFmpegTimeout, ffmpeg_exe, run_ffmpeg
 from reelforge.media.probe import MediaProbeError, count_frames, parse_ffmpeg_info, probe
 
 
@@ -31,6 +32,17 @@ def test_ffmpeg_exe_is_cached_and_runs() -> None:
     assert b"ffmpeg version" in proc.stdout
     with pytest.raises(FFmpegError, match="exit"):
         run_ffmpeg(["-i", "/nonexistent/input.wav", "-f", "null", "-"])
+
+
+def test_ffmpeg_errors_name_the_input_and_a_timeout_is_a_media_error() -> None:
+    with pytest.raises(FFmpegError) as failed:
+        run_ffmpeg(["-i", "/nonexistent/input.wav", "-f", "null", "-"], input_path="/nonexistent/input.wav")
+    assert failed.value.path == "/nonexistent/input.wav" and "No such file" in failed.value.stderr
+    # An endless source: ffmpeg is killed at the timeout and the error is in the media tree, not subprocess's.
+    with pytest.raises(FFmpegTimeout) as slow:
+        run_ffmpeg(["-re", "-f", "lavfi", "-i", "sine", "-f", "null", "-"], timeout=0.5, input_path="lavfi:sine")
+    assert isinstance(slow.value, MediaError) and slow.value.timeout == 0.5
+    assert "0.5 s" in str(slow.value) and "lavfi:sine" in str(slow.value)
 
 
 def test_probe_video_with_audio(media: Path) -> None:
