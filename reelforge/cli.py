@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -26,10 +27,28 @@ def preview_worker(
     faults: Annotated[str | None, typer.Option(help="Fault spec, e.g. 'http500=0.1,slow_view=1.5'.")] = None,
     root: Annotated[Path | None, typer.Option(help="Folder for input/output/temp/models.")] = None,
 ) -> None:
-    """Start a preview worker: a ComfyUI-protocol server that renders placeholders on CPU."""
-    from reelforge.preview.server import serve_forever
+    """Start a preview worker: a ComfyUI-protocol server that renders placeholders on CPU. Exit 2 on a bad option."""
+    from reelforge.preview.server import OptionError, check_options, serve_forever
 
-    serve_forever(host=host, port=port, latency=latency, faults=faults, root=root)
+    try:
+        serve_forever(check_options(host=host, port=port, latency=latency, faults=faults, root=root))
+    except OptionError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit: 2 means the command could not do its check at all."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _check_folder(folder: Path | None) -> None:
+    if folder is not None and not folder.is_dir():
+        _fail(f"--folder {folder} is not a directory")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @config_app.command("show")
@@ -51,13 +70,14 @@ def templates_list(
     from reelforge.templates.errors import TemplateError
     from reelforge.templates.template import load_template, template_names
 
+    _check_folder(folder)
     failed = False
     for name in template_names(folder):
         try:
             template = load_template(name, folder=folder)
         except TemplateError as exc:
             failed = True
-            typer.echo(f"{name:<32} FAILED TO LOAD ({len(exc.problems)} problems)")
+            typer.echo(f"{name:<32} FAILED TO LOAD ({_plural(len(exc.problems), 'problem')})")
             typer.echo(str(exc), err=True)
             continue
         typer.echo(f"{template.name:<32} {template.kind:<8} {template.version[:12]}  {len(template.parameters)} params")
@@ -76,7 +96,10 @@ def templates_validate(
         Path | None, typer.Option(help="Lock file for offline validation (default: deployments/comfyui/lock.yaml).")
     ] = None,
 ) -> None:
-    """Validate templates offline (catalogue + lock model list) or against a live worker; exit 1 on problems."""
+    """Validate templates offline (catalogue + lock model list) or against a live worker.
+
+    Exit 1 when templates fail, 2 when they could not be checked (worker unreachable, lock unreadable).
+    """
     import asyncio
 
     from reelforge.templates.errors import Problem, TemplateError
@@ -89,6 +112,7 @@ def templates_validate(
         validate_on_worker,
     )
 
+    _check_folder(folder)
     chosen = list(names or template_names(folder))
     problems: list[Problem] = []
     loaded: list[Template] = []
@@ -104,8 +128,7 @@ def templates_validate(
         try:
             comfy_lock = load_lock(lock) if lock is not None else default_lock()
         except LockError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from exc
+            _fail(str(exc))
         object_info = offline_catalogue().object_info()
         models = comfy_lock.models_by_folder()
         for template in loaded:
@@ -116,10 +139,11 @@ def templates_validate(
                 problems += exc.problems
     else:
         from reelforge.comfy.client import ComfyClient
+        from reelforge.comfy.errors import ComfyError
 
-        async def check_live(url: str) -> list[Problem]:
+        async def check_live(client: ComfyClient) -> list[Problem]:
             found: list[Problem] = []
-            async with ComfyClient(url, use_websocket=False) as client:
+            async with client:
                 for template in loaded:
                     try:
                         await validate_on_worker(template, client)
@@ -127,7 +151,16 @@ def templates_validate(
                         found += exc.problems
             return found
 
-        problems += asyncio.run(check_live(worker))
+        try:
+            client = ComfyClient(worker, use_websocket=False)
+        except ValueError as exc:
+            _fail(f"--worker {worker!r}: {exc}")
+        try:
+            problems += asyncio.run(check_live(client))
+        except ComfyError as exc:
+            for problem in problems:  # the load failures found before still count
+                typer.echo(str(problem))
+            _fail(f"worker {client.url} {worker_failure(exc)}")
 
     where = worker or "offline catalogue + lock"
     bad = sorted({p.template for p in problems})
@@ -139,6 +172,25 @@ def templates_validate(
     if problems:
         typer.echo(f"{len(bad)} of {len(chosen)} templates failed ({len(problems)} problems)", err=True)
         raise typer.Exit(1)
+
+
+def worker_failure(exc: BaseException) -> str:
+    """Why a worker could not be asked, in words: ``unreachable: connection refused``, ``timed out: ...``."""
+    from reelforge.comfy.errors import ComfyError, WorkerTimeout, WorkerUnavailable
+
+    what = exc.message if isinstance(exc, ComfyError) else str(exc)
+    if isinstance(exc, WorkerTimeout):
+        return f"timed out: {what}"
+    if isinstance(exc, WorkerUnavailable):
+        cause: BaseException | None = exc
+        while cause is not None:  # httpx wraps the socket's own error; its errno says it best
+            if isinstance(cause, OSError) and cause.errno:
+                # asyncio's strerror is "Connect call failed (...)"; resolver errnos are negative, not for strerror
+                reason = os.strerror(cause.errno) if cause.errno > 0 else str(cause.strerror)
+                return f"unreachable: {reason.lower()}"
+            cause = cause.__cause__ or cause.__context__
+        return f"unreachable: {what}"
+    return f"could not be checked: {what}"
 
 
 if __name__ == "__main__":

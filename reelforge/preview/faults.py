@@ -22,6 +22,7 @@ Tests arm faults at runtime on ``worker.faults``: ``arm_crash(after_nodes=1)``, 
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -53,23 +54,29 @@ def parse_faults(spec: str | None) -> FaultSpec:
             continue
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or key not in _INT_KEYS | _FLOAT_KEYS:
-            raise ValueError(f"bad fault item {item!r} in {spec!r}")
+        if key not in _INT_KEYS | _FLOAT_KEYS:
+            known = ", ".join(sorted(_INT_KEYS | _FLOAT_KEYS))
+            raise ValueError(f"unknown fault {key!r} in {spec!r} (known: {known})")
+        if not sep:
+            raise ValueError(f"fault {key!r} needs a value ({key}=...)")
         if key in values:
             raise ValueError(f"fault {key!r} given twice in {spec!r}")
+        kind = "an integer" if key in _INT_KEYS else "a number"
         try:
             number: int | float = int(value) if key in _INT_KEYS else float(value)
         except ValueError:
-            raise ValueError(f"bad value for fault {key!r}: {value!r}") from None
+            raise ValueError(f"fault {key!r} needs {kind}, got {value!r}") from None
+        if not math.isfinite(number):  # nan would compare false everywhere, inf would sleep forever
+            raise ValueError(f"fault {key!r} needs a finite number, got {value!r}")
         if number < 0:
-            raise ValueError(f"fault {key!r} must not be negative")
+            raise ValueError(f"fault {key!r} must not be negative, got {value!r}")
         values[key] = number
     http500 = float(values.get("http500", 0.0))
     if http500 > 1:
-        raise ValueError("http500 is a probability between 0 and 1")
+        raise ValueError(f"fault 'http500' is a probability between 0 and 1, got {http500:g}")
     crash = values.get("crash_at_node")
     if crash is not None and crash < 1:
-        raise ValueError("crash_at_node counts from 1")
+        raise ValueError("fault 'crash_at_node' counts nodes from 1")
     drop = values.get("drop_ws_after")
     restart = values.get("restart_after")
     seed = values.get("seed")

@@ -16,6 +16,7 @@ The node's own CPU time counts towards its modelled time: the executor pads only
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -246,12 +247,12 @@ def parse_latency(spec: str | LatencyProfile | None) -> LatencyProfile:
             return LatencyProfile("instant")
         if kind == "gpu":
             scale = float(arg) if arg else 1.0
-            if scale < 0:
+            if not 0 <= scale < math.inf:  # also refuses nan
                 raise ValueError
             return LatencyProfile("gpu", scale=scale)
         if kind == "fixed" and arg:
             seconds = float(arg)
-            if seconds < 0:
+            if not 0 <= seconds < math.inf:
                 raise ValueError
             return LatencyProfile("fixed", prompt_seconds=seconds)
     except ValueError:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import errno
 import ipaddress
 import json
 import logging
 import mimetypes
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -23,6 +24,7 @@ import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -31,13 +33,14 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 from PIL import Image, PngImagePlugin
 
+from reelforge.hashing import sha256_file, sha256_stream
 from reelforge.preview.executor import (
     SENSITIVE_EXTRA_DATA_KEYS,
     Executor,
     MessageHub,
     WorkerStats,
 )
-from reelforge.preview.faults import Faults, FaultSpec
+from reelforge.preview.faults import Faults, FaultSpec, parse_faults
 from reelforge.preview.latency import LatencyProfile, parse_latency
 from reelforge.preview.modelfiles import configure, settings_for, tolerant_default_lock
 from reelforge.preview.registry import NodeRegistry, WorkerDirs, default_registry
@@ -101,14 +104,6 @@ def _ram() -> tuple[int, int]:
         return page * os.sysconf("SC_PHYS_PAGES"), page * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0, 0
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -664,11 +659,9 @@ class PreviewWorker:
 
 
 def _same_bytes(path: Path, upload: web.FileField) -> bool:
-    h = hashlib.sha256()
-    for chunk in iter(lambda: upload.file.read(1 << 20), b""):
-        h.update(chunk)
+    uploaded, _ = sha256_stream(upload.file)
     upload.file.seek(0)
-    return _hash_file(path) == h.hexdigest()
+    return sha256_file(path)[0] == uploaded
 
 
 def _preview_bytes(file: str, preview: str, query: Any) -> tuple[bytes, str]:
@@ -773,18 +766,91 @@ class PreviewWorkerThread:
         self.stop()
 
 
-def serve_forever(
+class OptionError(ValueError):
+    """A ``reelforge preview-worker`` option is wrong; ``option`` names it, the message says what is wrong."""
+
+    def __init__(self, option: str, message: str) -> None:
+        self.option = option
+        super().__init__(f"{option}: {message}")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Checked options of :func:`serve_forever` (see :func:`check_options`)."""
+
+    host: str
+    port: int
+    latency: LatencyProfile
+    faults: FaultSpec
+    root: Path | None
+
+
+def check_options(
     host: str = "127.0.0.1",
     port: int = 8188,
     latency: str = "instant",
     faults: str | None = None,
     root: Path | None = None,
-) -> None:
-    """Run a preview worker until interrupted (``reelforge preview-worker``)."""
+) -> ServeOptions:
+    """Parse and check every option before anything starts; raise :class:`OptionError` naming the first bad one.
+
+    The port is probed by binding it (as the server will, with ``SO_REUSEADDR``), so a port in use is reported
+    here; the server's own bind can still lose a race and is translated the same way by :func:`serve_forever`.
+    """
+    if not 0 <= port <= 65535:
+        raise OptionError("--port", f"{port} is not a TCP port (0..65535; 0 picks a free one)")
+    try:
+        profile = parse_latency(latency)
+    except ValueError as exc:
+        raise OptionError("--latency", str(exc)) from None
+    try:
+        spec = parse_faults(faults)
+    except ValueError as exc:
+        raise OptionError("--faults", str(exc)) from None
+    if root is not None and root.exists() and not root.is_dir():
+        raise OptionError("--root", f"{root} exists and is not a directory")
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OptionError("--host", f"cannot resolve {host!r}: {exc.strerror}") from None
+    if port:
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as exc:
+                    raise bind_error(host, port, exc) from None
+    return ServeOptions(host=host, port=port, latency=profile, faults=spec, root=root)
+
+
+def bind_error(host: str, port: int, exc: OSError) -> OptionError:
+    """The option a failed bind is about, with the reason in words."""
+    if exc.errno == errno.EADDRINUSE:
+        return OptionError("--port", f"port {port} is already in use on {host or 'all interfaces'}")
+    if exc.errno == errno.EACCES:
+        return OptionError("--port", f"no permission to listen on port {port}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return OptionError("--host", f"{host} is not an address of this machine")
+    reason = (exc.strerror or str(exc)).lower()
+    return OptionError("--host/--port", f"cannot listen on {host}:{port}: {reason}")
+
+
+def serve_forever(options: ServeOptions) -> None:
+    """Run a preview worker until interrupted (``reelforge preview-worker``); a failed bind is an OptionError."""
 
     async def main() -> None:
-        worker = PreviewWorker(root, host=host, port=port, latency=latency, faults=faults)
-        url = await worker.start()
+        worker = PreviewWorker(
+            options.root, host=options.host, port=options.port, latency=options.latency, faults=options.faults
+        )
+        try:
+            worker.dirs.create()  # here, so that a failure names --root rather than the bind
+        except OSError as exc:
+            raise OptionError("--root", f"cannot create folders under {worker.root}: {exc.strerror}") from exc
+        try:
+            url = await worker.start()
+        except OSError as exc:
+            raise bind_error(options.host, options.port, exc) from exc
         print(f"preview worker listening on {url} (root {worker.root})", flush=True)
         try:
             await asyncio.Event().wait()

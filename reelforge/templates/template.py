@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -30,9 +29,10 @@ from reelforge.comfy.schema import (
     validate_graph,
 )
 from reelforge.comfy.types import Graph
+from reelforge.hashing import canonical_sha256
 from reelforge.templates.catalogue import Catalogue, offline_catalogue
 from reelforge.templates.errors import Problem, TemplateError
-from reelforge.templates.lock import ComfyLock
+from reelforge.templates.lock import ComfyLock, LockError, default_lock
 from reelforge.templates.manifest import CustomNode, Manifest, Parameter, Target
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "workflows"
@@ -129,10 +129,6 @@ def check_value(param: Parameter, value: Any) -> list[str]:
     return [problem] if problem else []
 
 
-def _canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def _input_spec(entry: Mapping[str, Any] | None, input_name: str) -> tuple[Any, dict[str, Any]] | None:
     if entry is None:
         return None
@@ -170,9 +166,7 @@ class Template:
         self._titles = dict(titles)  # unique title -> node id
         self.path = path
         self._name = name
-        self._version = hashlib.sha256(
-            _canonical_json({"graph": self._graph, "manifest": self._raw_manifest}).encode("utf-8")
-        ).hexdigest()
+        self._version = canonical_sha256({"graph": self._graph, "manifest": self._raw_manifest})
         self._bound_to: dict[tuple[str, str], str] = {}
         for param in manifest.parameters:
             for target in param.all_targets:
@@ -312,15 +306,19 @@ class Template:
         params: Mapping[str, Any] | None = None,
         *,
         check_input_folders: bool = False,
+        lock: ComfyLock | None = None,
     ) -> Graph:
         """Check the graph as a worker with this ``/object_info`` and these model files would, before queueing.
 
         With ``params`` the bound graph is checked (binding problems are raised first); without, the template's
         graph with its defaults, where inputs of required parameters are not value-checked (their value comes
         with a job). ``models`` maps folder keys to files (``GET /models/<folder>``): loader combos
-        are checked against it and every model file of the manifest must be there. Returns the graph with
-        ComfyUI's coercions applied; raises :class:`TemplateError` whose problems carry node title, input,
-        ComfyUI's error type and message.
+        are checked against it and every model file of the manifest must be there; a missing file is one
+        problem naming its folder and name (not also ComfyUI's combo error). Every node class the worker lacks
+        is one problem naming the custom node pack that provides it (manifest, then ``lock``, default the
+        checkout's lock), where ComfyUI would stop at the first. Returns the graph with ComfyUI's coercions
+        applied; raises :class:`TemplateError` whose problems carry node title, input, ComfyUI's error type and
+        message.
         """
         unbound: list[Parameter] = []
         if params is not None:
@@ -333,12 +331,82 @@ class Template:
         outcome = validate_graph(
             graph, object_info, models, check_input_folders=check_input_folders, unchecked=unchecked
         )
-        problems = self._outcome_problems(outcome)
+        # ComfyUI stops at the first unknown class; a worker missing a pack should name all it lacks at once.
+        problems = self._class_problems(graph, object_info, lock) or self._outcome_problems(outcome)
         if models is not None:
-            problems += self._model_problems(graph, models, {p.name for p in unbound})
+            problems = self._merge_model_problems(
+                graph, problems, self._model_problems(graph, models, {p.name for p in unbound})
+            )
         if problems:
             raise TemplateError(problems)
         return outcome.coerced
+
+    def _class_problems(self, graph: Graph, object_info: Mapping[str, Any], lock: ComfyLock | None) -> list[Problem]:
+        """One problem per node class missing from ``object_info``, naming the pack that provides it."""
+        first_use: dict[str, str] = {}
+        for node_id, node in graph.items():
+            class_type = str(node.get("class_type"))
+            if not isinstance(object_info.get(class_type), Mapping):
+                first_use.setdefault(class_type, node_id)
+        if not first_use:
+            return []
+        lock = lock if lock is not None else _tolerant_default_lock()
+        declared = {c.class_: c.pack for c in self.manifest.custom_nodes}
+        catalogue = offline_catalogue()
+        problems: list[Problem] = []
+        for class_type, node_id in first_use.items():
+            locked = lock.pack_of(class_type) if lock is not None else None
+            pack = declared.get(class_type) or (locked.pack if locked else None) or catalogue.packs.get(class_type)
+            if pack:
+                pinned = next((p for p in lock.custom_nodes if p.pack == pack), None) if lock is not None else None
+                where = f" ({pinned.repo} @ {pinned.commit[:12]})" if pinned else ""
+                hint = f"it comes from the custom node pack {pack!r}{where}, which the worker has not loaded"
+            elif catalogue.is_core(class_type):
+                hint = "it is a ComfyUI core class (in the locked 0.3.64): is the worker's ComfyUI older?"
+            else:
+                hint = "no custom node pack in the lock or the manifest provides it"
+            problems.append(
+                Problem(
+                    template=self.name,
+                    node_id=node_id,
+                    node_title=self.title_of(node_id),
+                    error_type="invalid_prompt",
+                    message=f"Cannot execute because node {class_type} does not exist: {hint}",
+                )
+            )
+        return problems
+
+    def _merge_model_problems(
+        self, graph: Graph, problems: list[Problem], missing: list[tuple[ModelRef, Problem]]
+    ) -> list[Problem]:
+        """Problems with each missing model file reported once: its own problem replaces ComfyUI's combo error.
+
+        A loader naming an absent file fails ComfyUI's combo check (``value_not_in_list``) and our model-file
+        check; the model-file problem, which names folder and file, takes the combo error's place and type.
+        """
+        by_ref = dict(missing)
+        placed: set[ModelRef] = set()
+        merged: list[Problem] = []
+        for problem in problems:
+            ref = self._combo_model_ref(graph, problem)
+            if ref is None or ref not in by_ref:
+                merged.append(problem)
+                continue
+            if ref not in placed:  # the same file loaded by several nodes: still one problem
+                placed.add(ref)
+                merged.append(by_ref[ref].model_copy(update={"error_type": problem.error_type}))
+        merged += [p for ref, p in missing if ref not in placed]
+        return merged
+
+    @staticmethod
+    def _combo_model_ref(graph: Graph, problem: Problem) -> ModelRef | None:
+        """The model file a ``value_not_in_list`` problem on a loader input is about, else None."""
+        if problem.error_type != "value_not_in_list" or problem.node_id is None or problem.input is None:
+            return None
+        node = graph.get(problem.node_id) or {}
+        folder = MODEL_INPUTS.get((str(node.get("class_type")), problem.input))
+        value = (node.get("inputs") or {}).get(problem.input)
+        return ModelRef(folder=folder, name=value) if folder and isinstance(value, str) else None
 
     def _outcome_problems(self, outcome: ValidationOutcome) -> list[Problem]:
         problems: list[Problem] = []
@@ -390,7 +458,10 @@ class Template:
                     where.setdefault(ModelRef(folder=folder, name=value), (node_id, input_name))
         return where
 
-    def _model_problems(self, graph: Graph, models: Mapping[str, Iterable[str]], unbound: set[str]) -> list[Problem]:
+    def _model_problems(
+        self, graph: Graph, models: Mapping[str, Iterable[str]], unbound: set[str]
+    ) -> list[tuple[ModelRef, Problem]]:
+        """Each model file the graph needs that is not among ``models``, with its problem."""
         available = {folder: set(files) for folder, files in models.items()}
         where = self._where_loaded(graph)
         needed: list[tuple[ModelRef, str | None]] = [(ref, None) for ref in self.models]
@@ -400,24 +471,23 @@ class Template:
                 value = graph[self._titles[targets[0].node]]["inputs"].get(targets[0].input) if targets else None
                 if isinstance(value, str):
                     needed.append((ModelRef(folder=param.folder, name=value), param.name))
-        problems: list[Problem] = []
+        problems: list[tuple[ModelRef, Problem]] = []
         seen: set[ModelRef] = set()
         for ref, param_name in needed:
             if ref in seen or ref.name in available.get(ref.folder, set()):
                 continue
             seen.add(ref)
             node_id, input_name = where.get(ref, (None, None))
-            problems.append(
-                Problem(
-                    template=self.name,
-                    parameter=param_name
-                    or (self._bound_to.get((node_id, input_name)) if node_id and input_name else None),
-                    node_id=node_id,
-                    node_title=self.title_of(node_id) if node_id else None,
-                    input=input_name,
-                    message=f"model file {ref} is not on the worker",
-                )
+            problem = Problem(
+                template=self.name,
+                parameter=param_name
+                or (self._bound_to.get((node_id, input_name)) if node_id and input_name else None),
+                node_id=node_id,
+                node_title=self.title_of(node_id) if node_id else None,
+                input=input_name,
+                message=f"model file {ref} is not on the worker",
             )
+            problems.append((ref, problem))
         return problems
 
     # -- construction
@@ -731,6 +801,22 @@ def _paths(name_or_path: str | Path, folder: Path | None) -> tuple[str, Path, Pa
     return base, parent / f"{base}{GRAPH_SUFFIX}", parent / f"{base}{MANIFEST_SUFFIX}"
 
 
+def _read_text(path: Path, what: str, template: str, problems: list[Problem]) -> str | None:
+    """The file's UTF-8 text, or None with a problem naming the file appended to ``problems``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        reason = "not found"
+    except IsADirectoryError:
+        reason = "is a directory, not a file"
+    except UnicodeDecodeError as exc:
+        reason = f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    except OSError as exc:  # permissions, a dangling link, I/O errors: still one problem, not a traceback
+        reason = f"cannot be read: {exc.strerror or exc}"
+    problems.append(Problem(template=template, message=f"{what} {path} {reason}"))
+    return None
+
+
 def load_template(
     name_or_path: str | Path, *, folder: Path | None = None, catalogue: Catalogue | None = None
 ) -> Template:
@@ -739,18 +825,18 @@ def load_template(
     problems: list[Problem] = []
     graph: Any = None
     raw: Any = None
-    try:
-        graph = json.loads(graph_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(Problem(template=name, message=f"graph file {graph_path} not found"))
-    except json.JSONDecodeError as exc:
-        problems.append(Problem(template=name, message=f"graph file {graph_path} is not valid JSON: {exc}"))
-    try:
-        raw = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(Problem(template=name, message=f"manifest {manifest_path} not found"))
-    except yaml.YAMLError as exc:
-        problems.append(Problem(template=name, message=f"manifest {manifest_path} is not valid YAML: {exc}"))
+    graph_text = _read_text(graph_path, "graph file", name, problems)
+    if graph_text is not None:
+        try:
+            graph = json.loads(graph_text)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(template=name, message=f"graph file {graph_path} is not valid JSON: {exc}"))
+    manifest_text = _read_text(manifest_path, "manifest", name, problems)
+    if manifest_text is not None:
+        try:
+            raw = yaml.safe_load(manifest_text)
+        except yaml.YAMLError as exc:
+            problems.append(Problem(template=name, message=f"manifest {manifest_path} is not valid YAML: {exc}"))
     if problems:
         raise TemplateError(problems)
     return Template.from_data(name, graph, raw, catalogue=catalogue, path=graph_path)
@@ -777,6 +863,14 @@ def load_all(folder: Path | None = None, *, catalogue: Catalogue | None = None) 
     if problems:
         raise TemplateError(problems)
     return templates
+
+
+def _tolerant_default_lock() -> ComfyLock | None:
+    """The checkout's lock, or None where it is absent (an installed package): packs are then not named."""
+    try:
+        return default_lock()
+    except LockError:
+        return None
 
 
 def check_against_lock(template: Template, lock: ComfyLock) -> list[Problem]:

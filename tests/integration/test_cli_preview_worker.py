@@ -50,3 +50,15 @@ def test_preview_worker_command_serves_the_comfy_api(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_preview_worker_command_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cmd = [sys.executable, "-m", "reelforge.cli", "preview-worker", "--port", str(port), "--root", str(tmp_path)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == f"error: --port: port {port} is already in use on 127.0.0.1\n"
+    assert done.stdout == ""

@@ -27,7 +27,7 @@ def test_parse_latency_specs() -> None:
     assert parse_latency("gpu:0.5").spec == "gpu:0.5"
     fixed = parse_latency("fixed:2")
     assert (fixed.kind, fixed.prompt_seconds, fixed.spec) == ("fixed", 2.0, "fixed:2")
-    for bad in ("fast", "fixed", "fixed:x", "gpu:-1", "instant:3", "fixed:-2"):
+    for bad in ("fast", "fixed", "fixed:x", "gpu:-1", "instant:3", "fixed:-2", "gpu:nan", "fixed:inf"):
         with pytest.raises(ValueError):
             parse_latency(bad)
 
@@ -79,9 +79,15 @@ def test_parse_faults_grammar() -> None:
         "bogus=1",
         "seed=1,seed=2",
         "slow_view=-1",
+        "http500=nan",
+        "slow_view=inf",
     ):
         with pytest.raises(ValueError):
             parse_faults(bad)
+    with pytest.raises(ValueError, match=r"unknown fault 'nope' in 'nope=2' \(known: crash_at_node, "):
+        parse_faults("nope=2")
+    with pytest.raises(ValueError, match="fault 'seed' needs an integer, got 'x'"):
+        parse_faults("seed=x")
 
 
 def test_faults_runtime_arming() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reelforge.media.errors import FFmpegError
 from reelforge.media.ffmpeg import run_ffmpeg
 from reelforge.media.probe import probe
 from reelforge.preview.registry import (
@@ -323,6 +324,6 @@ def test_save_video_without_audio_and_interrupt(reg: NodeRegistry, dirs: WorkerD
         call(reg, "SaveVideo", dirs, ctx_for(dirs, progress=interrupt), video=video, filename_prefix="clip")
     assert not (dirs.output / "clip_00002_.mp4").exists()
     odd = Video(frames=np.zeros((2, 15, 15, 3), dtype=np.float32), fps=5.0)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(FFmpegError):  # libx264 refuses odd sizes (yuv420p), as in ComfyUI
         call(reg, "SaveVideo", dirs, video=odd, filename_prefix="clip")
     assert sorted(p.name for p in dirs.output.iterdir()) == ["clip_00001_.mp4"]

@@ -15,7 +15,8 @@ from reelforge.cli import app
 from reelforge.comfy.graph import ModelRef
 from reelforge.templates.catalogue import core_catalogue, load_catalogue
 from reelforge.templates.errors import Problem, TemplateError
-from reelforge.templates.template import Template, load_all, load_template, validate_on_worker
+from reelforge.templates.lock import ComfyLock
+from reelforge.templates.template import Template, load_all, load_template, template_names, validate_on_worker
 
 CKPT = "sd_xl_base_1.0.safetensors"
 
@@ -277,6 +278,40 @@ def test_graph_file_problems(tmp_path: Path) -> None:
     assert find(problems, "has no _meta.title").node_id == "4"
 
 
+def test_unreadable_files_are_problems_naming_the_file(folder: Path) -> None:
+    write(folder, "latin", sdxl_graph(), sdxl_manifest(name="latin"))
+    (folder / "latin.json").write_bytes(json.dumps(sdxl_graph()).encode("utf-8") + b"\xff")  # not UTF-8
+    write(folder, "dir_graph", sdxl_graph(), sdxl_manifest(name="dir_graph"))
+    (folder / "dir_graph.json").unlink()
+    (folder / "dir_graph.json").mkdir()
+    (folder / "dir_manifest.json").write_text(json.dumps(sdxl_graph()), encoding="utf-8")
+    (folder / "dir_manifest.manifest.yaml").mkdir()
+    (folder / "latin_manifest.json").write_text(json.dumps(sdxl_graph()), encoding="utf-8")
+    (folder / "latin_manifest.manifest.yaml").write_bytes(b"name: latin_manifest\ndescription: caf\xe9\n")
+
+    names = ["dir_graph", "dir_manifest", "latin", "latin_manifest", "t2i"]
+    assert template_names(folder) == names
+    with pytest.raises(TemplateError) as info:
+        load_all(folder)
+    by_template = {p.template: str(p) for p in info.value.problems}
+    assert set(by_template) == {"dir_graph", "dir_manifest", "latin", "latin_manifest"}  # t2i loads
+    assert f"graph file {folder / 'latin.json'} is not UTF-8 text" in by_template["latin"]
+    assert f"graph file {folder / 'dir_graph.json'} is a directory" in by_template["dir_graph"]
+    assert f"manifest {folder / 'dir_manifest.manifest.yaml'} is a directory" in by_template["dir_manifest"]
+    assert f"manifest {folder / 'latin_manifest.manifest.yaml'} is not UTF-8 text" in by_template["latin_manifest"]
+    with pytest.raises(TemplateError):
+        load_template("latin", folder=folder)
+    assert load_template("t2i", folder=folder).name == "t2i"
+
+    result = CliRunner().invoke(app, ["templates", "list", "--folder", str(folder)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == names
+    assert lines[-1].split()[1:3] == ["image", load_template("t2i", folder=folder).version[:12]]
+    assert all("FAILED TO LOAD (1 problem)" in line for line in lines[:-1])
+    assert "is not UTF-8 text" in result.stderr and "Traceback" not in result.output
+
+
 # -- binding -----------------------------------------------------------------------------------------------
 
 
@@ -403,11 +438,31 @@ def test_validate_reports_comfyui_errors_and_missing_models(t2i: Template) -> No
         "cfg",
         "Value 150.0 bigger than max of 100.0",
     )
-    combo = next(p for p in problems if p.error_type == "value_not_in_list")
-    assert combo.message == f"Value not in list: ckpt_name: '{CKPT}' not in ['other.safetensors']"
-    assert combo.node_title == "Load Checkpoint"
-    missing = find(problems, f"model file checkpoints/{CKPT} is not on the worker")
-    assert (missing.node_title, missing.input) == ("Load Checkpoint", "ckpt_name")
+    # The missing checkpoint is one problem naming folder and file (not also ComfyUI's combo error).
+    about_ckpt = [p for p in problems if CKPT in p.message]
+    assert len(about_ckpt) == 1 and len(problems) == 2, [str(p) for p in problems]
+    (missing,) = about_ckpt
+    assert missing.message == f"model file checkpoints/{CKPT} is not on the worker"
+    assert (missing.node_title, missing.input, missing.error_type) == (
+        "Load Checkpoint",
+        "ckpt_name",
+        "value_not_in_list",
+    )
+
+
+def test_a_model_file_loaded_twice_is_reported_once(tmp_path: Path) -> None:
+    graph = sdxl_graph()
+    graph["8"] = node("CheckpointLoaderSimple", "Second Checkpoint", ckpt_name=CKPT)
+    graph["6"]["inputs"]["vae"] = ["8", 2]
+    write(tmp_path / "wf", "t2i", graph, sdxl_manifest())
+    template = load_template("t2i", folder=tmp_path / "wf")
+    with pytest.raises(TemplateError) as info:
+        template.validate(object_info(), {"checkpoints": []}, {"prompt": "x"})
+    (problem,) = info.value.problems
+    assert str(problem) == (
+        "template 't2i' (node 'Load Checkpoint', input 'ckpt_name'): "
+        f"value_not_in_list: model file checkpoints/{CKPT} is not on the worker"
+    )
 
 
 def test_validate_unknown_class_on_the_worker(t2i: Template) -> None:
@@ -417,8 +472,54 @@ def test_validate_unknown_class_on_the_worker(t2i: Template) -> None:
         t2i.validate(info, {"checkpoints": [CKPT]})
     (problem,) = err.value.problems
     assert problem.error_type == "invalid_prompt"
-    assert problem.message == "Cannot execute because node KSampler does not exist."
+    assert problem.message.startswith("Cannot execute because node KSampler does not exist: ")
+    assert "ComfyUI core class" in problem.message
     assert (problem.node_id, problem.node_title) == ("5", "Sampler")
+
+
+def test_validate_names_every_missing_custom_class_and_its_pack(tmp_path: Path) -> None:
+    graph = sdxl_graph()
+    graph["8"] = node("MyCustomFilter", "Filter", image=["6", 0])
+    graph["9"] = node("IPAdapterUnifiedLoader", "IPAdapter Loader", preset="PLUS FACE (portraits)", model=["1", 0])
+    graph["7"]["inputs"]["images"] = ["8", 0]
+    graph["5"]["inputs"]["model"] = ["9", 0]
+    manifest = sdxl_manifest()
+    manifest["custom_nodes"] = [
+        {"class": "MyCustomFilter", "pack": "my_pack"},
+        {"class": "IPAdapterUnifiedLoader", "pack": "ComfyUI_IPAdapter_plus"},
+    ]
+    write(tmp_path / "wf", "t2i", graph, manifest)
+    template = load_template("t2i", folder=tmp_path / "wf")
+    lock = ComfyLock.model_validate(
+        {
+            "comfyui": {"repo": "r", "commit": "c", "version": "0.3.64"},
+            "custom_nodes": [
+                {
+                    "pack": "ComfyUI_IPAdapter_plus",
+                    "repo": "https://github.com/cubiq/ComfyUI_IPAdapter_plus",
+                    "commit": "9d076a3df0d2763cef5510ec5ab807f6632c39f5",
+                    "classes": ["IPAdapterUnifiedLoader"],
+                }
+            ],
+        }
+    )
+    with pytest.raises(TemplateError) as err:
+        template.validate(object_info(), {"checkpoints": [CKPT]}, {"prompt": "x"}, lock=lock)
+    by_title = {p.node_title: p for p in err.value.problems}
+    assert set(by_title) == {"Filter", "IPAdapter Loader"}  # ComfyUI itself names only the first
+    assert all(p.error_type == "invalid_prompt" for p in by_title.values())
+    loader = by_title["IPAdapter Loader"].message
+    assert loader.startswith("Cannot execute because node IPAdapterUnifiedLoader does not exist: ")
+    assert "custom node pack 'ComfyUI_IPAdapter_plus'" in loader
+    assert "https://github.com/cubiq/ComfyUI_IPAdapter_plus @ 9d076a3df0d2" in loader
+    assert "custom node pack 'my_pack'" in by_title["Filter"].message
+    # The shipped template needs two classes of one pack: both are named against a core-only worker.
+    shipped = load_template("keyframe_ipadapter")
+    with pytest.raises(TemplateError) as err:
+        shipped.validate(object_info())
+    named = sorted(p.message.split()[4] for p in err.value.problems)
+    assert named == ["IPAdapterAdvanced", "IPAdapterUnifiedLoader"]
+    assert all("'ComfyUI_IPAdapter_plus'" in p.message for p in err.value.problems)
 
 
 def test_validate_without_params_skips_inputs_a_job_supplies(tmp_path: Path) -> None:

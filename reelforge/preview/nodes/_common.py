@@ -1,8 +1,7 @@
-"""Helpers shared by the node modules: ComfyUI's annotated input paths, folder listings, hashing."""
+"""Helpers shared by the node modules: ComfyUI's annotated input paths, folder listings, file fingerprints."""
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from reelforge.hashing import sha256_file
 from reelforge.preview.registry import WorkerDirs
 
 # ComfyUI's folder_paths adds these so listings do not depend on the host's mime database.
@@ -96,20 +96,12 @@ def annotated_exists(dirs: WorkerDirs, name: Any) -> bool:
         return False
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_fingerprint(input_name: str) -> Any:
     """IS_CHANGED of LoadImage / LoadAudio: sha256 of the file content (NaN = re-run, if unreadable)."""
 
     def fingerprint(dirs: WorkerDirs, inputs: dict[str, Any]) -> Any:
         try:
-            return sha256_file(annotated_filepath(dirs, str(inputs[input_name])))
+            return sha256_file(annotated_filepath(dirs, str(inputs[input_name])))[0]
         except (OSError, ValueError, KeyError):
             return float("nan")  # ComfyUI logs the IS_CHANGED failure and treats the node as changed
 
