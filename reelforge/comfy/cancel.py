@@ -8,9 +8,11 @@ process has.
 Per worker, in rounds:
 
 1. read ``/queue``;
-2. ``POST /queue {"delete": [...]}`` for the pending prompts of the flow run;
-3. ``POST /interrupt {"prompt_id": ...}`` for the running one if it is ours (by prompt id only: a worker
-   with ComfyUI's targeted interrupt ignores it when another prompt runs, so nobody else's work is hit);
+2. ``POST /queue {"delete": [...]}`` for the pending prompts of the flow run (one request, by prompt id);
+3. ``ComfyClient.remove`` for the running one if it is ours: it re-reads /queue and sends a targeted
+   ``POST /interrupt {"prompt_id": ...}`` only while that prompt runs (a worker with ComfyUI's targeted
+   interrupt ignores it when another prompt runs, so nobody else's work is hit); a prompt that finished in
+   the meantime is reported as ``finished``, not as interrupted;
 4. read ``/queue`` again: a prompt may have moved from pending to running between 1 and 2, or an
    interrupted prompt may still be finishing its current node. Repeat until none of ours is left or the
    rounds / time run out.
@@ -45,6 +47,7 @@ class WorkerCancel(BaseModel):
     url: str
     deleted: list[str] = Field(default_factory=list)  # pending prompts removed from the queue
     interrupted: list[str] = Field(default_factory=list)  # running prompts sent a targeted interrupt
+    finished: list[str] = Field(default_factory=list)  # ours that completed before they could be stopped
     remaining: list[str] = Field(default_factory=list)  # ours still in the queue when we gave up
     unreachable: bool = False
     error: str | None = None
@@ -91,6 +94,10 @@ class CancelReport(BaseModel):
         ).rstrip()
 
 
+class _WorkerGone(Exception):
+    """``ComfyClient.remove`` could not ask the worker (it reports that in its result instead of raising)."""
+
+
 def _is_ours(item: QueueItem, flow_run_id: str) -> bool:
     owner = item.owner
     return owner is not None and owner.flow_run_id == flow_run_id
@@ -110,6 +117,7 @@ async def _cancel_on(
     deadline = time.monotonic() + settle_s
     deleted: set[str] = set()
     interrupted: set[str] = set()
+    finished: set[str] = set()
     try:
         queue = await client.get_queue()
         while True:
@@ -125,10 +133,15 @@ async def _cancel_on(
                 await client.delete_pending(pending)
                 deleted.update(pending)
             for prompt_id in running:
-                # ComfyClient.interrupt re-reads /queue and posts only if this prompt is the running one; the
-                # worker checks the prompt id once more, so a prompt that just finished is not hit by mistake.
-                if await client.interrupt(prompt_id):
+                # remove() re-reads /queue and interrupts only if this prompt is the running one; the worker
+                # checks the prompt id once more, so a prompt that just finished is not hit by mistake.
+                removal = await client.remove(prompt_id)
+                if removal.error is not None and removal.found == "unknown":
+                    raise _WorkerGone(removal.error)  # remove() reports instead of raising
+                if removal.action == "interrupted":
                     interrupted.add(prompt_id)
+                elif removal.found == "finished":
+                    finished.add(prompt_id)
             queue = await client.get_queue()
             running_now, pending_now = owned_prompts(queue, flow_run_id)
             if running_now or pending_now:
@@ -136,13 +149,15 @@ async def _cancel_on(
                 # its current node (a node without progress hooks cannot be stopped mid-way).
                 await asyncio.sleep(interval_s)
                 queue = await client.get_queue()
-    except (ComfyError, OSError) as err:
+    except (ComfyError, OSError, _WorkerGone) as err:
         report.unreachable = True
-        report.error = f"{type(err).__name__}: {getattr(err, 'message', None) or err}"
+        detail = str(err) if isinstance(err, _WorkerGone) else getattr(err, "message", None) or str(err)
+        report.error = detail if isinstance(err, _WorkerGone) else f"{type(err).__name__}: {detail}"
         log.warning("cancel on %s for flow run %s: worker unreachable (%s)", client.name, flow_run_id, report.error)
     # A prompt we asked to delete that then showed up as running was interrupted, not deleted.
-    report.deleted = sorted(deleted - interrupted)
+    report.deleted = sorted(deleted - interrupted - finished)
     report.interrupted = sorted(interrupted)
+    report.finished = sorted(finished - interrupted)
     return report
 
 

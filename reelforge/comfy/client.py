@@ -5,15 +5,24 @@ the exception tree of ``reelforge.comfy.errors`` (see its docstring); in short:
 
 * transport: connection refused/reset -> ``WorkerUnavailable``; request timeout -> ``WorkerTimeout``;
   5xx -> ``WorkerServerError``; other 4xx -> ``RequestRejected``.
-* submit: 400, or a 200 whose ``node_errors`` is non-empty (the prompt is then removed from the queue /
-  interrupted before it can run the outputs that survived) -> ``PromptValidationError`` listing every node
-  error. A response lost after the request went out is resolved by looking for our own prompt id in /queue
-  and /history; only if it is in neither is the same prompt id posted once more.
-* wait: ``execution_error`` -> ``ExecutionError`` (``WorkerResourceError`` for out-of-memory exception
-  types); ``execution_interrupted`` -> ``PromptInterrupted``; the prompt in neither queue nor history ->
-  ``PromptLost`` (the worker restarted); worker unreachable for ``unreachable_grace`` seconds ->
-  ``WorkerUnavailable``; deadline -> the prompt is deleted (pending) or interrupted (running), then
-  ``JobDeadlineExceeded``.
+* a 2xx whose body is not what the protocol says (non-JSON, a list where an object belongs) ->
+  ``ProtocolError`` naming the route; never an empty value in its place.
+* submit: 400 -> ``PromptValidationError`` listing every node error. A 200 whose ``node_errors`` is
+  non-empty means the worker queued the outputs that validated and (on an idle worker) is already running
+  them: the prompt is taken back with ``remove`` and the error says what really happened (``removal``:
+  deleted while pending / interrupted while running / already finished) and lists the files it wrote anyway
+  (``orphaned_outputs``). A response lost after the request went out is resolved by looking for our own
+  prompt id in /queue and /history; only if it is in neither is the same prompt id posted once more.
+* wait: ``execution_error`` -> ``ExecutionError`` (``WorkerResourceError`` for out of memory, by exception
+  type or message); ``execution_interrupted`` -> ``PromptInterrupted``; the prompt in neither queue nor
+  history -> ``PromptDeleted`` (permanent: somebody removed it) when the worker provably did not restart
+  since the submit (our WebSocket of that time still open and answering a ping, or a prompt we saw in its
+  history before the submit still there), else ``PromptLost`` (transient: the worker restarted); worker
+  unreachable for ``unreachable_grace`` seconds -> ``WorkerUnavailable``; deadline -> ``remove``, then
+  ``JobDeadlineExceeded`` carrying the ``Removal``.
+* progress: reports are kept per prompt from the moment its id is chosen (before the POST) and replayed in
+  order when ``wait`` attaches the callback, since a short prompt's events can all arrive before the POST
+  answer.
 * ``TransientComfyError`` subclasses are worth retrying (here later or on another worker);
   ``PermanentComfyError`` ones are not.
 * files: download size mismatches and malformed outputs -> ``OutputError``.
@@ -32,11 +41,12 @@ import logging
 import os
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,7 +55,10 @@ from reelforge.comfy.errors import (
     ComfyError,
     JobDeadlineExceeded,
     OutputError,
+    PromptDeleted,
+    PromptInterrupted,
     PromptLost,
+    ProtocolError,
     RequestRejected,
     TransientComfyError,
     WorkerServerError,
@@ -72,9 +85,11 @@ from reelforge.comfy.types import (
     Progress,
     QueueItem,
     QueueState,
+    Removal,
     UploadedFile,
 )
 from reelforge.comfy.ws import EventStream
+from reelforge.hashing import sha256_bytes, sha256_file
 
 __all__ = ["ComfyClient", "ProgressCallback", "parse_outputs"]
 
@@ -83,6 +98,8 @@ log = logging.getLogger("reelforge.comfy.client")
 ProgressCallback = Callable[[Progress], object]
 
 _CHUNK = 1 << 16
+_BACKLOG = 512  # progress reports kept per prompt until wait() attaches a callback (the oldest go first)
+_SETTLE_S = 3.0  # how long a prompt accepted with node_errors is watched after its interrupt, to list its files
 _SAFE_TAG = re.compile(r"[^A-Za-z0-9_-]")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
@@ -104,9 +121,13 @@ class _Watch:
     done: bool = False  # executing{node: null} seen
     poll_now: bool = False  # the WebSocket (re)connected: check history at once (events may be lost)
     client_id: str | None = None  # WebSocket client id the prompt was submitted under, if the socket was up
+    ws_generation: int | None = None  # EventStream.generation at submit, if the socket was up
+    witness: str | None = None  # a finished prompt seen in the worker's history before the submit
     failure: tuple[str, dict[str, Any]] | None = None  # (event, data) of execution_error / interrupted
     fraction: float = 0.0
     on_progress: ProgressCallback | None = None
+    attached: bool = False  # wait() has taken over; until then progress reports go to backlog
+    backlog: deque[Progress] = field(default_factory=lambda: deque(maxlen=_BACKLOG))
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -157,6 +178,7 @@ class ComfyClient:
         self._object_info: dict[str, Any] | None = None
         self._object_info_lock = asyncio.Lock()
         self._uploaded: dict[tuple[str, str, str, str], UploadedFile] = {}
+        self._witness: str | None = None  # the latest prompt seen finished in this worker's history
         self._callback_tasks: set[asyncio.Future[Any]] = set()
         self._closed = False
 
@@ -242,13 +264,23 @@ class ComfyClient:
         try:
             return resp.json()
         except ValueError as exc:
-            raise WorkerServerError(
+            raise ProtocolError(
                 f"{what} answered non-JSON",
+                route=what,
                 status=resp.status_code,
                 body=self._scrub(resp.text[:300]),
                 worker=self.name,
                 prompt_id=prompt_id,
             ) from exc
+
+    def _shape_error(self, what: str, expected: str, data: Any, prompt_id: str | None = None) -> ProtocolError:
+        return ProtocolError(
+            f"{what} answered {_json_kind(data)} where the protocol has {expected}",
+            route=what,
+            body=self._scrub(repr(data)[:300]),
+            worker=self.name,
+            prompt_id=prompt_id,
+        )
 
     async def _get_json(self, path: str, *, prompt_id: str | None = None, **kwargs: Any) -> Any:
         resp = await self._request("GET", path, prompt_id=prompt_id, **kwargs)
@@ -262,30 +294,44 @@ class ComfyClient:
             if self._object_info is None or refresh:
                 data = await self._get_json("/object_info")
                 if not isinstance(data, dict):
-                    raise WorkerServerError(
-                        "GET /object_info answered a non-object", status=200, worker=self.name
-                    )
+                    raise self._shape_error("GET /object_info", "an object", data)
                 self._object_info = data
             return self._object_info
 
     async def models(self, folder: str | None = None) -> list[str]:
-        """Model folder keys (``folder=None``) or the files of one folder key."""
-        data = await self._get_json("/models" if folder is None else f"/models/{folder}")
-        return [str(x) for x in data] if isinstance(data, list) else []
+        """Model folder keys (``folder=None``) or the files of one folder key.
+
+        An unknown folder key is ``RequestRejected`` with status 404 (what ComfyUI answers); an answer that is
+        not a list is ``ProtocolError``.
+        """
+        path = "/models" if folder is None else f"/models/{folder}"
+        data = await self._get_json(path)
+        if not isinstance(data, list):
+            raise self._shape_error(f"GET {path}", "a list", data)
+        return [str(x) for x in data]
 
     async def system_stats(self) -> dict[str, Any]:
+        """``GET /system_stats``; an answer that is not an object is ``ProtocolError``."""
         data = await self._get_json("/system_stats")
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise self._shape_error("GET /system_stats", "an object", data)
+        return data
 
     async def features(self) -> dict[str, Any]:
+        """``GET /features``; an answer that is not an object is ``ProtocolError``."""
         data = await self._get_json("/features")
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            raise self._shape_error("GET /features", "an object", data)
+        return data
 
     # ------------------------------------------------------------------------------ queue / history
 
     async def _queue_raw(self, prompt_id: str | None = None) -> dict[str, Any]:
         data = await self._get_json("/queue", prompt_id=prompt_id)
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            # Never read as "empty queue": that would make a live prompt look lost.
+            raise self._shape_error("GET /queue", "an object", data, prompt_id)
+        return data
 
     @staticmethod
     def _queue_item(raw: Any) -> QueueItem | None:
@@ -314,9 +360,19 @@ class ComfyClient:
 
     async def get_history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of one prompt, or None when the worker has none (running, pending or unknown)."""
+        what = f"GET /history/{prompt_id}"
         data = await self._get_json(f"/history/{prompt_id}", prompt_id=prompt_id)
-        entry = data.get(prompt_id) if isinstance(data, dict) else None
-        return entry if isinstance(entry, dict) else None
+        if not isinstance(data, dict):
+            raise self._shape_error(what, "an object", data, prompt_id)
+        entry = data.get(prompt_id)
+        if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            raise self._shape_error(what, "an object per entry", entry, prompt_id)
+        if entry.get("status"):
+            # Proof of this worker process's history: if it is still there later, the worker did not restart.
+            self._witness = prompt_id
+        return entry
 
     async def delete_pending(self, prompt_ids: Iterable[str]) -> None:
         """Remove pending prompts (``POST /queue {"delete"}``); running ones are not affected."""
@@ -340,23 +396,83 @@ class ComfyClient:
             return True
         return self._parse_queue(await self._queue_raw(prompt_id)).position(prompt_id) is not None
 
-    async def _remove(self, prompt_id: str) -> str | None:
-        """Best effort: delete if pending, interrupt if running. Returns what was done."""
-        done: str | None = None
+    async def remove(self, prompt_id: str, *, settle: float = 0.0) -> Removal:
+        """Take one prompt back from this worker and report what was found and done; never raises.
+
+        Pending -> ``POST /queue {"delete": [id]}``; running -> ``POST /interrupt {"prompt_id": id}`` (targeted:
+        a worker ignores it once another prompt runs); already finished -> nothing. No other prompt is ever
+        touched. Then the history entry says how it ended and which files it wrote anyway (``outputs``); with
+        ``settle`` > 0 an interrupted prompt is watched up to that many seconds until the worker stores that.
+        A worker that cannot be asked gives what was learnt so far (``found="unknown"`` if nothing) and
+        ``error``.
+        """
+        removal, _ = await self._take_back(prompt_id, settle)
+        return removal
+
+    async def _position(self, prompt_id: str) -> Literal["running", "pending"] | None:
+        return self._parse_queue(await self._queue_raw(prompt_id)).position(prompt_id)
+
+    async def _take_back(self, prompt_id: str, settle: float) -> tuple[Removal, dict[str, Any] | None]:
+        """``remove``, also returning the history entry it read (None if none)."""
+        found: Literal["pending", "running", "finished", "unknown"] | None = None
+        action: Literal["deleted", "interrupted", "nothing"] = "nothing"
+        entry: dict[str, Any] | None = None
+        error: str | None = None
         try:
-            queue = await self.get_queue()
-            pos = queue.position(prompt_id)
+            pos = await self._position(prompt_id)
+            if pos is None:
+                entry = await self.get_history(prompt_id)
+                if entry is None:  # it may have been between two places: look at the queue once more
+                    pos = await self._position(prompt_id)
             if pos == "pending":
+                found = "pending"
                 await self.delete_pending([prompt_id])
-                done = "deleted"
-                # It may have been popped between the two requests.
-                pos = (await self.get_queue()).position(prompt_id)
+                action = "deleted"
+                pos = await self._position(prompt_id)  # it may have started between the two requests
+                if pos == "pending":
+                    action, error = "nothing", "still pending after the delete"
             if pos == "running":
+                found = "running"
                 await self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, prompt_id=prompt_id)
-                done = "interrupted"
+                action = "interrupted"
+            if entry is None and pos != "pending":
+                entry = await self.get_history(prompt_id)
+                if action == "interrupted" and settle > 0:
+                    loop = asyncio.get_running_loop()
+                    until, delay = loop.time() + settle, 0.05
+                    while (entry is None or not entry.get("status")) and loop.time() < until:
+                        await asyncio.sleep(min(delay, max(0.0, until - loop.time())))
+                        delay = min(delay * 2, 0.5)
+                        entry = await self.get_history(prompt_id)
         except ComfyError as exc:
-            log.warning("could not remove prompt %s from %s: %s", prompt_id, self.name, exc)
-        return done
+            error = f"{type(exc).__name__}: {exc.message}"
+            log.warning("removing prompt %s from %s: %s", prompt_id, self.name, error)
+        ended: Literal["success", "error", "interrupted"] | None = None
+        outputs: list[OutputFile] = []
+        if entry is not None:
+            if found is None or (found == "pending" and action == "deleted"):
+                # In history already, or it ran to its end between our look at the queue and the delete.
+                found, action = "finished", "nothing"
+            if entry.get("status"):
+                failure = history_failure(entry, worker=self.name, prompt_id=prompt_id)
+                if failure is None:
+                    ended = "success"
+                else:
+                    ended = "interrupted" if isinstance(failure, PromptInterrupted) else "error"
+            try:
+                outputs = parse_outputs(entry.get("outputs") or {})[0]
+            except OutputError as exc:
+                error = f"its history outputs are malformed: {exc.message}"
+        removal = Removal(
+            prompt_id=prompt_id,
+            worker=self.name,
+            found=found or "unknown",
+            action=action,
+            ended=ended,
+            outputs=outputs,
+            error=error,
+        )
+        return removal, entry
 
     # ------------------------------------------------------------------------------------------ submit
 
@@ -401,6 +517,8 @@ class ComfyClient:
         watch.total = len(graph)
         watch.submitted_at = asyncio.get_running_loop().time()
         watch.client_id = self.client_id if self.use_websocket and self._stream.connected else None
+        watch.ws_generation = self._stream.generation if watch.client_id is not None else None
+        watch.witness = self._witness if self._witness != pid else None
         try:
             resp = await self._post_prompt(body, pid)
             if resp is None:  # response lost, but the worker has the prompt
@@ -417,13 +535,12 @@ class ComfyClient:
                 self._watches[server_pid] = self._watches.pop(pid)
                 watch.prompt_id = pid = server_pid
             if isinstance(data, dict) and data.get("node_errors"):
-                # Queued with only the outputs that validated: take it back so a partial graph never runs.
-                removed = await self._remove(pid)
-                log.warning(
-                    "prompt %s accepted with node_errors by %s; %s", pid, self.name, removed or "gone"
-                )
+                # Queued with only the outputs that validated, and on an idle worker already running them: take
+                # it back, then say what really happened, with the files it wrote anyway.
+                removal = await self.remove(pid, settle=_SETTLE_S)
+                log.warning("prompt %s accepted with node_errors by %s; %s", pid, self.name, removal.describe())
                 raise validation_error(
-                    data, worker=self.name, prompt_id=pid, graph=graph, accepted=True, removal=removed
+                    data, worker=self.name, prompt_id=pid, graph=graph, accepted=True, removal=removal
                 )
         except BaseException:
             self._watches.pop(pid, None)
@@ -531,8 +648,8 @@ class ComfyClient:
         watch.changed.set()
 
     def _emit(self, watch: _Watch, node: str | None, value: float, maximum: float) -> None:
-        if watch.on_progress is None:
-            return
+        if watch.attached and watch.on_progress is None:
+            return  # a waiter without a callback: nobody will ever read these
         in_node = min(1.0, max(0.0, value / maximum)) if maximum > 0 else 0.0
         to_run = max(1, (watch.total or len(watch.executed)) - len(watch.cached), len(watch.executed))
         done_nodes = max(0, len(watch.executed) - 1)
@@ -542,18 +659,19 @@ class ComfyClient:
         watch.fraction = fraction
         started = watch.started_at
         elapsed = asyncio.get_running_loop().time() - started if started is not None else 0.0
-        self._call_progress(
-            watch,
-            Progress(
-                prompt_id=watch.prompt_id,
-                worker=self.name,
-                node=node,
-                value=value,
-                max=maximum,
-                fraction=fraction,
-                elapsed_s=elapsed,
-            ),
+        progress = Progress(
+            prompt_id=watch.prompt_id,
+            worker=self.name,
+            node=node,
+            value=value,
+            max=maximum,
+            fraction=fraction,
+            elapsed_s=elapsed,
         )
+        if not watch.attached:
+            watch.backlog.append(progress)  # events before the POST answer / before wait(): replayed there
+            return
+        self._call_progress(watch, progress)
 
     def _call_progress(self, watch: _Watch, progress: Progress) -> None:
         callback = watch.on_progress
@@ -583,6 +701,11 @@ class ComfyClient:
         deadline = begin + timeout if timeout is not None else None
         watch = self._watch(prompt_id)
         watch.on_progress = on_progress
+        watch.attached = True
+        backlog = list(watch.backlog)
+        watch.backlog.clear()
+        for progress in backlog if on_progress is not None else ():
+            self._call_progress(watch, progress)
         if self.use_websocket and not self._closed:
             self._stream.start()
         unreachable_since: float | None = None
@@ -665,11 +788,30 @@ class ComfyClient:
             return entry if entry.get("status") else None
         if self._note_queue(watch, await self._queue_raw(pid)):
             return None
+        evidence = await self._no_restart_evidence(watch)
+        if evidence is not None:
+            raise PromptDeleted(
+                f"the prompt is in neither the worker's queue nor its history, yet the worker did not restart "
+                f"({evidence}): somebody removed it",
+                evidence=evidence,
+                worker=self.name,
+                prompt_id=pid,
+            )
         raise PromptLost(
             "the worker has the prompt in neither its queue nor its history (restarted?)",
             worker=self.name,
             prompt_id=pid,
         )
+
+    async def _no_restart_evidence(self, watch: _Watch) -> str | None:
+        """Why we know the worker process is the one that accepted the prompt, or None if we cannot tell."""
+        if watch.ws_generation is not None and await self._stream.alive(
+            watch.ws_generation, min(2.0, self.request_timeout)
+        ):
+            return "the WebSocket opened before the submit is still open and answers"
+        if watch.witness is not None and await self.get_history(watch.witness) is not None:
+            return f"prompt {watch.witness}, seen in its history before the submit, is still there"
+        return None
 
     def _note_queue(self, watch: _Watch, raw: Mapping[str, Any]) -> bool:
         """Whether the prompt is in the queue; learns the graph and its executed outputs for progress."""
@@ -691,9 +833,12 @@ class ComfyClient:
             entry = await self.get_history(pid)
             if entry is not None and entry.get("status"):
                 return entry
-        action = await self._remove(pid)
+        removal, entry = await self._take_back(pid, 0.0)
+        if removal.found == "finished" and entry is not None and entry.get("status"):
+            return entry  # it finished between the two looks: that is its result
         raise JobDeadlineExceeded(
-            f"prompt did not finish within {limit:g}s; {action or 'it could not be removed'}",
+            f"prompt did not finish within {limit:g}s; {removal.describe()}",
+            removal=removal,
             worker=self.name,
             prompt_id=pid,
         )
@@ -774,10 +919,10 @@ class ComfyClient:
         keeps an identical existing file and renames a different one, so nothing is overwritten.
         """
         if isinstance(source, bytes):
-            digest = hashlib.sha256(source).hexdigest()
+            digest = sha256_bytes(source)
             size = len(source)
         else:
-            digest, size = await asyncio.to_thread(_hash_file, Path(source))
+            digest, size = await asyncio.to_thread(sha256_file, Path(source))
         ext = PurePosixPath(filename).suffix.lower()
         if name is None:
             name = digest[:16] + (ext if _SAFE_EXT.match(ext) else "")
@@ -881,17 +1026,22 @@ class ComfyClient:
             raise
         sha256 = digest.hexdigest()
         path = await asyncio.to_thread(_place, tmp, dest_dir / basename, sha256)
-        return DownloadedFile(node_id=output.node_id, kind=output.kind, path=path, sha256=sha256, size=received)
+        return DownloadedFile(
+            node_id=output.node_id, kind=output.kind, path=path, sha256=sha256, size=received
+        )
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+def _json_kind(data: Any) -> str:
+    """How JSON would call the type of ``data``, for messages."""
+    if data is None:
+        return "null"
+    if isinstance(data, bool):
+        return "a boolean"
+    if isinstance(data, int | float):
+        return "a number"
+    if isinstance(data, str):
+        return "a string"
+    return "a list" if isinstance(data, list) else "an object"
 
 
 def _place(tmp: Path, dest: Path, sha256: str) -> Path:
@@ -900,13 +1050,13 @@ def _place(tmp: Path, dest: Path, sha256: str) -> Path:
         try:
             os.link(tmp, candidate)  # atomic, fails if candidate exists
         except FileExistsError:
-            if _hash_file(candidate)[0] == sha256:
+            if sha256_file(candidate)[0] == sha256:
                 tmp.unlink(missing_ok=True)
                 return candidate
             continue
         except OSError:  # no hard links on this filesystem
             if candidate.exists():
-                if _hash_file(candidate)[0] == sha256:
+                if sha256_file(candidate)[0] == sha256:
                     tmp.unlink(missing_ok=True)
                     return candidate
                 continue

@@ -7,19 +7,27 @@ The tree separates failures a retry can fix from failures it cannot::
     │   ├── WorkerUnavailable       connection refused / reset, DNS, TLS, socket dropped
     │   ├── WorkerTimeout           an HTTP request to the worker timed out
     │   ├── WorkerServerError       the worker answered 5xx
-    │   ├── PromptLost              the worker no longer knows our prompt (restarted: gone from queue and history)
+    │   │   └── ProtocolError       it answered 2xx with a body the protocol does not allow (non-JSON, wrong shape)
+    │   ├── PromptLost              our prompt is gone from queue and history and the worker restarted (or
+    │   │                           nothing proves it did not)
     │   ├── JobDeadlineExceeded     the job ran past its deadline (it was interrupted / removed from the queue)
     │   ├── WorkerResourceError     execution failed for lack of resources (out of memory) rather than inputs
     │   └── NoWorkerAvailable       every eligible worker is unhealthy right now
     └── PermanentComfyError         the same request will fail the same way
-        ├── PromptValidationError   400, or 200 with node_errors: every node error listed
+        ├── PromptValidationError   400, or 200 with node_errors: every node error listed, plus what became
+        │                           of an accepted prompt (``removal``) and the files it wrote anyway
         ├── ExecutionError          execution_error caused by the inputs (node id, class, exception)
         ├── PromptInterrupted       execution_interrupted: somebody stopped the prompt
+        │   └── PromptDeleted       the prompt vanished from a worker that did not restart: somebody removed
+        │                           it (cancelled); running it again elsewhere would undo the cancel
         ├── OutputError             an output is missing, malformed, or fails its size check
         ├── RequestRejected         a 4xx other than validation (bad upload, forbidden path)
         └── NoEligibleWorker        no configured worker has the node classes / model files the job needs
 
 Retries live in Prefect (see tasks/): they retry ``TransientComfyError`` only.
+
+Out of memory is recognised by exception type (``OOM_EXCEPTION_TYPES``) *and* by message
+(``OOM_MESSAGE_MARKERS``): CPU torch raises a plain ``RuntimeError`` "... can't allocate memory ...".
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from reelforge.comfy.types import OutputFile, Removal
 
 
 class ComfyError(Exception):
@@ -72,16 +82,49 @@ class WorkerServerError(TransientComfyError):
         super().__init__(message, **kw)
 
 
+class ProtocolError(WorkerServerError):
+    """The worker answered ``route`` with a 2xx whose body is not what the protocol says (e.g. a proxy page).
+
+    Transient like a 5xx: the answer says nothing about our request, so asking again (or elsewhere) may work.
+    """
+
+    def __init__(self, message: str, *, route: str, status: int = 200, body: str = "", **kw: Any) -> None:
+        self.route = route
+        super().__init__(message, status=status, body=body, **kw)
+
+
 class PromptLost(TransientComfyError):
-    """Our prompt is in neither the worker's queue nor its history (the worker restarted)."""
+    """Our prompt is in neither the worker's queue nor its history, and the worker restarted (or may have)."""
 
 
 class JobDeadlineExceeded(TransientComfyError):
-    """The job did not finish before its deadline; it was interrupted or removed from the queue."""
+    """The job did not finish before its deadline; it was interrupted or removed from the queue (``removal``)."""
+
+    def __init__(self, message: str, *, removal: Removal | None = None, **kw: Any) -> None:
+        self.removal = removal
+        super().__init__(message, **kw)
 
 
 class WorkerResourceError(TransientComfyError):
     """Execution failed for lack of resources (e.g. GPU out of memory), not because of the inputs."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        node_type: str | None = None,
+        exception_type: str = "",
+        exception_message: str = "",
+        traceback: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
+        self.node_id = node_id
+        self.node_type = node_type
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+        self.traceback = traceback or []
+        super().__init__(message, **kw)
 
 
 class NoWorkerAvailable(TransientComfyError):
@@ -124,11 +167,15 @@ class PromptValidationError(PermanentComfyError):
         error_type: str = "",
         details: str = "",
         node_errors: list[NodeError] | None = None,
+        removal: Removal | None = None,
         **kw: Any,
     ) -> None:
         self.error_type = error_type
         self.details = details
         self.node_errors = node_errors or []
+        # Only for a 200 with node_errors: what taking the accepted prompt back found and did.
+        self.removal = removal
+        self.orphaned_outputs: list[OutputFile] = list(removal.outputs) if removal is not None else []
         super().__init__(message, **kw)
 
     def _render(self) -> str:
@@ -153,6 +200,7 @@ class ExecutionError(PermanentComfyError):
         exception_type: str = "",
         exception_message: str = "",
         traceback: list[str] | None = None,
+        executed: list[str] | None = None,
         **kw: Any,
     ) -> None:
         self.node_id = node_id
@@ -160,6 +208,7 @@ class ExecutionError(PermanentComfyError):
         self.exception_type = exception_type
         self.exception_message = exception_message
         self.traceback = traceback or []
+        self.executed = executed or []  # nodes that finished before the failure, numeric order
         super().__init__(message, **kw)
 
     def _render(self) -> str:
@@ -170,11 +219,37 @@ class ExecutionError(PermanentComfyError):
 
 
 class PromptInterrupted(PermanentComfyError):
-    """The prompt was interrupted (``execution_interrupted``)."""
+    """The prompt was interrupted (``execution_interrupted``).
 
-    def __init__(self, message: str, *, node_id: str | None = None, node_type: str | None = None, **kw: Any):
+    ``executed``: the nodes that finished before the interrupt, in numeric order (ComfyUI sends them in no
+    particular order).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        node_type: str | None = None,
+        executed: list[str] | None = None,
+        **kw: Any,
+    ) -> None:
         self.node_id = node_id
         self.node_type = node_type
+        self.executed = executed or []
+        super().__init__(message, **kw)
+
+
+class PromptDeleted(PromptInterrupted):
+    """The prompt vanished from a worker that did not restart: somebody deleted it (or its history entry).
+
+    ``evidence`` says how the client knows the worker did not restart (its WebSocket stayed open since the
+    submit, or a prompt it saw in the worker's history earlier is still there). Permanent: a removed prompt is
+    a cancelled job, and running it again elsewhere would undo the cancel.
+    """
+
+    def __init__(self, message: str, *, evidence: str = "", **kw: Any) -> None:
+        self.evidence = evidence
         super().__init__(message, **kw)
 
 
@@ -206,3 +281,20 @@ class NoEligibleWorker(PermanentComfyError):
 OOM_EXCEPTION_TYPES = frozenset(
     {"torch.OutOfMemoryError", "OutOfMemoryError", "torch.cuda.OutOfMemoryError", "MemoryError"}
 )
+"""Exception types (full or last dotted part) that mean out of memory."""
+
+OOM_MESSAGE_MARKERS = (
+    "out of memory",  # CUDA / HIP / MPS: "CUDA out of memory. Tried to allocate ..."
+    "can't allocate memory",  # CPU torch: RuntimeError "DefaultCPUAllocator: can't allocate memory: ..."
+    "cannot allocate memory",  # errno 12 text, also in that CPU message
+    "status_alloc_failed",  # RuntimeError "CUBLAS_STATUS_ALLOC_FAILED" / "CUDNN_STATUS_ALLOC_FAILED"
+)
+"""Lower-case fragments of an exception message that mean out of memory, whatever the exception type."""
+
+
+def is_out_of_memory(exception_type: str, exception_message: str) -> bool:
+    """Whether an ``execution_error`` is a lack of memory: by exception type, or by message for any type."""
+    if exception_type in OOM_EXCEPTION_TYPES or exception_type.rsplit(".", 1)[-1] in OOM_EXCEPTION_TYPES:
+        return True
+    text = exception_message.lower()
+    return any(marker in text for marker in OOM_MESSAGE_MARKERS)

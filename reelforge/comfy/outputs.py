@@ -11,7 +11,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from reelforge.comfy.errors import (
-    OOM_EXCEPTION_TYPES,
     ComfyError,
     ExecutionError,
     NodeError,
@@ -19,8 +18,9 @@ from reelforge.comfy.errors import (
     PromptInterrupted,
     PromptValidationError,
     WorkerResourceError,
+    is_out_of_memory,
 )
-from reelforge.comfy.types import Graph, MediaKind, OutputFile
+from reelforge.comfy.types import Graph, MediaKind, OutputFile, Removal
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v"})
 """Extensions that are video even when a node lists them under ``images`` without ``animated``."""
@@ -156,13 +156,14 @@ def validation_error(
     prompt_id: str | None,
     graph: Graph | None = None,
     accepted: bool = False,
-    removal: str | None = None,
+    removal: Removal | None = None,
 ) -> PromptValidationError:
     """Map a ``POST /prompt`` answer (400 body, or a 200 with ``node_errors``) to ``PromptValidationError``.
 
     Errors with no ``node_errors`` (``invalid_prompt`` for an unknown class or a node without class_type)
     name the node only in ``details`` (``Node ID '#2'``); that node is then listed as a ``NodeError`` too,
-    so callers always find the node id in ``node_errors``.
+    so callers always find the node id in ``node_errors``. For an accepted prompt (``accepted``), ``removal``
+    is what taking it back found and did; it goes into the message and onto the error, with the files it wrote.
     """
     body = body if isinstance(body, Mapping) else {}
     error = body.get("error")
@@ -177,7 +178,7 @@ def validation_error(
     if accepted:
         error_type = error_type or "node_errors"
         message = "worker accepted the prompt but dropped invalid outputs; " + (
-            f"the prompt was {removal}" if removal else "it could not be removed (it may have run already)"
+            removal.describe() if removal is not None else "it was not taken back (it may have run already)"
         )
     node_errors = parse_node_errors(body.get("node_errors"), graph)
     if not node_errors:
@@ -200,6 +201,7 @@ def validation_error(
         error_type=error_type,
         details=details,
         node_errors=node_errors,
+        removal=removal,
         worker=worker,
         prompt_id=prompt_id,
     )
@@ -237,35 +239,49 @@ def timestamp(data: Mapping[str, Any] | None) -> int | None:
 def failure_from_event(
     event: str, data: Mapping[str, Any], *, worker: str | None, prompt_id: str | None
 ) -> ComfyError:
-    """The exception for an ``execution_error`` or ``execution_interrupted`` event (WS or history)."""
+    """The exception for an ``execution_error`` or ``execution_interrupted`` event (WS or history).
+
+    Out of memory (by exception type or message, see ``errors.is_out_of_memory``) is a ``WorkerResourceError``:
+    another worker may have the memory. ``executed`` comes in no particular order: it is kept as a set, sorted.
+    """
     node_id = data.get("node_id")
     node_type = data.get("node_type")
     nid = str(node_id) if node_id is not None else None
     ntype = str(node_type) if node_type is not None else None
+    raw_executed = data.get("executed")
+    executed = numeric_order({str(n) for n in raw_executed}) if isinstance(raw_executed, list) else []
     if event == "execution_interrupted":
         return PromptInterrupted(
             f"prompt interrupted at node {nid} ({ntype})",
             node_id=nid,
             node_type=ntype,
+            executed=executed,
             worker=worker,
             prompt_id=prompt_id,
         )
     exc_type = str(data.get("exception_type") or "")
     exc_message = str(data.get("exception_message") or "")
-    if exc_type in OOM_EXCEPTION_TYPES or exc_type.rsplit(".", 1)[-1] in OOM_EXCEPTION_TYPES:
+    raw_traceback = data.get("traceback")
+    traceback = [str(t) for t in raw_traceback] if isinstance(raw_traceback, list) else []
+    if is_out_of_memory(exc_type, exc_message):
         return WorkerResourceError(
             f"out of memory at node {nid} ({ntype}): {exc_type}: {exc_message.strip()}",
+            node_id=nid,
+            node_type=ntype,
+            exception_type=exc_type,
+            exception_message=exc_message,
+            traceback=traceback,
             worker=worker,
             prompt_id=prompt_id,
         )
-    traceback = data.get("traceback")
     return ExecutionError(
         "prompt failed while executing",
         node_id=nid,
         node_type=ntype,
         exception_type=exc_type,
         exception_message=exc_message,
-        traceback=[str(t) for t in traceback] if isinstance(traceback, list) else [],
+        traceback=traceback,
+        executed=executed,
         worker=worker,
         prompt_id=prompt_id,
     )

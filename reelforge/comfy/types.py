@@ -1,4 +1,4 @@
-"""Typed values exchanged with ComfyUI workers: owners, outputs, results, progress, queue items."""
+"""Typed values exchanged with ComfyUI workers: owners, outputs, results, progress, queue items, removals."""
 
 from __future__ import annotations
 
@@ -107,6 +107,52 @@ class QueueState(BaseModel):
         if any(i.prompt_id == prompt_id for i in self.pending):
             return "pending"
         return None
+
+
+class Removal(BaseModel):
+    """What ``ComfyClient.remove`` found on the worker and did about one prompt.
+
+    ``found``: where the prompt was (``finished``: already in history; ``unknown``: in neither queue nor history,
+    or the worker could not be asked, then ``error`` says why). ``action``: ``deleted`` (pending, removed from the
+    queue), ``interrupted`` (running, sent a targeted interrupt) or ``nothing``. ``ended``: the history status
+    once the worker stored one. ``outputs``: the files its history entry lists, i.e. what it wrote anyway.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_id: str
+    worker: str
+    found: Literal["pending", "running", "finished", "unknown"]
+    action: Literal["deleted", "interrupted", "nothing"]
+    ended: Literal["success", "error", "interrupted"] | None = None
+    outputs: list[OutputFile] = Field(default_factory=list)
+    error: str | None = None
+
+    def describe(self) -> str:
+        """One clause for messages, e.g. ``"it was still pending and was deleted"``."""
+        if self.found == "pending":
+            deleted = self.action == "deleted"
+            text = "it was still pending and was deleted" if deleted else "it was pending and could not be deleted"
+        elif self.found == "running":
+            if self.ended == "success":
+                text = "it was running; the interrupt came too late and it finished"
+            elif self.ended is not None:
+                text = "it was running and was interrupted"
+            else:
+                text = "it was running and was sent an interrupt (not settled yet: later files are not listed)"
+        elif self.found == "finished":
+            text = f"it had already finished ({self.ended or 'unknown status'})"
+        elif self.error:
+            text = "the worker could not be asked what became of it"
+        else:
+            text = "what became of it is unknown (in neither queue nor history)"
+        if self.error:
+            text += f" [{self.error}]"
+        if self.outputs:
+            names = ", ".join(f"{o.filename} (node {o.node_id})" for o in self.outputs[:10])
+            more = f" and {len(self.outputs) - 10} more" if len(self.outputs) > 10 else ""
+            text += f"; it wrote {len(self.outputs)} file(s): {names}{more}"
+        return text
 
 
 class DownloadedFile(BaseModel):

@@ -3,6 +3,8 @@
 After a drop it reconnects with backoff under a **fresh** ``clientId``: a socket re-opened under the old id
 gets no messages at all once the server drops the old one (comfyui-api.md (e)4). Prompts submitted under
 the old id keep their events on the server side, so their waiters finish through /history polling.
+``generation`` counts successful connections; ``alive(generation)`` tells whether that same connection is
+still open and answering (evidence that the worker did not restart since).
 """
 
 from __future__ import annotations
@@ -91,6 +93,23 @@ class EventStream:
         except TimeoutError:
             return False
         return self._connected.is_set()
+
+    async def alive(self, generation: int, timeout: float) -> bool:
+        """Whether the connection numbered ``generation`` is still the open one and answers a ping now.
+
+        A pong on the same TCP connection proves the server process that held it at ``generation`` is still
+        up (a restart closes every socket). Checking the counter alone is not enough: the reader may not have
+        noticed a dead connection yet.
+        """
+        ws = self._ws
+        if ws is None or self.generation != generation or not self._connected.is_set():
+            return False
+        try:
+            pong = await ws.ping()
+            await asyncio.wait_for(pong, timeout)
+        except (OSError, WebSocketException, TimeoutError):
+            return False
+        return self.generation == generation and self._ws is ws
 
     async def drop(self) -> None:
         """Close the current socket (the reader reconnects under a fresh id). For tests and fault handling."""

@@ -275,11 +275,17 @@ async def test_accepted_with_node_errors_is_removed_and_never_runs(make_worker: 
             await client.submit(partial, prompt_id="partial-pending")
         assert [(e.node_id, e.type) for e in info.value.node_errors] == [("4", "value_smaller_than_min")]
         assert "deleted" in str(info.value)
+        removal = info.value.removal
+        assert removal is not None and (removal.found, removal.action) == ("pending", "deleted")
+        assert info.value.orphaned_outputs == []
         assert (await client.get_queue()).position("partial-pending") is None
         await client.wait(blocker, timeout=10)
         # Idle worker: it already started, so it is interrupted before its outputs are written.
-        with pytest.raises(PromptValidationError):
+        with pytest.raises(PromptValidationError) as idle_info:
             await client.submit(partial, prompt_id="partial-idle")
+        removal = idle_info.value.removal
+        assert removal is not None and (removal.found, removal.action) == ("running", "interrupted")
+        assert removal.ended == "interrupted" and idle_info.value.orphaned_outputs == []
 
         async def idle_settled() -> bool:
             entry = await client.get_history("partial-idle")
@@ -343,10 +349,14 @@ async def test_deadline_interrupts_running_and_deletes_pending(make_worker: Make
         with pytest.raises(JobDeadlineExceeded) as pending_info:
             await client.wait(p2, timeout=0.3)
         assert "deleted" in str(pending_info.value)
+        removal = pending_info.value.removal
+        assert removal is not None and (removal.found, removal.action) == ("pending", "deleted")
         assert (await client.get_queue()).position(p2) is None
         with pytest.raises(JobDeadlineExceeded) as running_info:
             await client.wait(p1, timeout=0.3)
-        assert "interrupted" in str(running_info.value)
+        assert "interrupt" in str(running_info.value)
+        removal = running_info.value.removal
+        assert removal is not None and (removal.found, removal.action) == ("running", "interrupted")
 
         async def interrupted() -> bool:
             entry = await client.get_history(p1)

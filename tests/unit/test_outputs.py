@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from reelforge.comfy.outputs import (
     parse_outputs,
     validation_error,
 )
+from reelforge.comfy.types import OutputFile, Removal
 
 
 def test_parse_outputs_kinds_from_real_history() -> None:
@@ -142,7 +144,27 @@ def test_validation_error_on_accepted_prompt() -> None:
     exc = validation_error(body, worker="w", prompt_id="da4ce7a8", accepted=True)
     assert exc.error_type == "node_errors"
     assert exc.node_errors[0].node_id == "3" and exc.node_errors[0].input_name is None
-    assert "could not be removed" in exc.message
+    assert "not taken back" in exc.message and exc.removal is None and exc.orphaned_outputs == []
+    # What taking it back found goes into the message and onto the error, with the files it wrote anyway.
+    written = OutputFile(node_id="2", kind="image", filename="good_00001_.png")
+    removal = Removal(
+        prompt_id="da4ce7a8", worker="w", found="finished", action="nothing", ended="success", outputs=[written]
+    )
+    exc = validation_error(body, worker="w", prompt_id="da4ce7a8", accepted=True, removal=removal)
+    assert exc.removal == removal and exc.orphaned_outputs == [written]
+    assert "already finished (success)" in str(exc) and "good_00001_.png (node 2)" in str(exc)
+
+
+def test_removal_describes_each_outcome() -> None:
+    def text(**kw: Any) -> str:
+        return Removal(prompt_id="p", worker="w", **kw).describe()
+
+    assert text(found="pending", action="deleted") == "it was still pending and was deleted"
+    assert "interrupted" in text(found="running", action="interrupted", ended="interrupted")
+    assert "too late" in text(found="running", action="interrupted", ended="success")
+    assert "not settled" in text(found="running", action="interrupted")
+    assert "unknown" in text(found="unknown", action="nothing")
+    assert "could not be asked" in text(found="unknown", action="nothing", error="WorkerUnavailable: refused")
 
 
 def test_parse_node_errors_tolerates_junk() -> None:
@@ -198,6 +220,63 @@ def test_oom_is_a_resource_error_and_interrupt_is_interrupted() -> None:
     assert isinstance(intr, PromptInterrupted) and intr.node_id == "5"
     assert history_failure(_entry("success"), worker="w", prompt_id="p") is None
     assert isinstance(history_failure(_entry("error"), worker="w", prompt_id="p"), ExecutionError)
+
+
+CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+    "107374182400 bytes. Error code 12 (Cannot allocate memory)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "message"),
+    [
+        ("RuntimeError", CPU_OOM),  # CPU torch: a plain RuntimeError
+        ("torch.OutOfMemoryError", "CUDA out of memory. Tried to allocate 20.00 GiB\n"),
+        ("RuntimeError", "CUDA out of memory. Tried to allocate 2.00 MiB\n"),
+        ("RuntimeError", "Allocation on device 0 would exceed allowed memory. (out of memory)\n"),
+        ("RuntimeError", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`\n"),
+        ("torch.cuda.OutOfMemoryError", ""),
+        ("MemoryError", ""),
+    ],
+)
+def test_out_of_memory_by_type_or_message_is_a_resource_error(exception_type: str, message: str) -> None:
+    data = {
+        "node_id": "4",
+        "node_type": "KSampler",
+        "exception_type": exception_type,
+        "exception_message": message,
+        "traceback": ["  File x"],
+        "executed": ["1"],
+    }
+    exc = failure_from_event("execution_error", data, worker="w", prompt_id="p")
+    assert isinstance(exc, WorkerResourceError)
+    assert (exc.node_id, exc.node_type, exc.exception_type) == ("4", "KSampler", exception_type)
+    assert exc.exception_message == message and exc.traceback == ["  File x"]
+    assert (exc.worker, exc.prompt_id) == ("w", "p")
+
+
+def test_other_runtime_errors_stay_permanent() -> None:
+    data = {"node_id": "2", "exception_type": "RuntimeError", "exception_message": "mat1 and mat2 shapes cannot"}
+    exc = failure_from_event("execution_error", data, worker="w", prompt_id="p")
+    assert type(exc) is ExecutionError
+
+
+def test_executed_lists_in_any_order_give_the_same_error() -> None:
+    ids = ["1", "2", "3", "10", "11"]
+    for seed in range(5):
+        shuffled = ids[:]
+        random.Random(seed).shuffle(shuffled)
+        intr = failure_from_event(
+            "execution_interrupted", {"node_id": "12", "executed": shuffled}, worker="w", prompt_id="p"
+        )
+        err = failure_from_event(
+            "execution_error", {"node_id": "12", "exception_type": "IndexError", "executed": shuffled},
+            worker="w",
+            prompt_id="p",
+        )
+        assert isinstance(intr, PromptInterrupted) and isinstance(err, ExecutionError)
+        assert intr.executed == err.executed == ["1", "2", "3", "10", "11"]
 
 
 def test_ancestors_and_order() -> None:
