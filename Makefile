@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m flows.character
+	$(BIN)/reelforge run character
 
 lint: $(STAMP)
 	$(BIN)/ruff check reelforge tasks flows tests bench

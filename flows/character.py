@@ -1,42 +1,46 @@
-"""Character flow: a base image, then N variations of it fanned out across the worker pool, all in the store.
+"""Character flow: a base image, N variations of it fanned out across the worker pool, their perceptual hashes.
 
-Every GPU job goes through ``tasks.gpu.gpu_job``: cached by content, so running the flow again with the same
-spec serves every job from Prefect's cache (``N jobs: 0 executed, N cached``) and only writes a new character
-version (manifest) pointing at the same artifacts. Artifacts land under ``characters/<slug>/v<version>/<stage>/``
-when first made; a later version's manifest lists the records it reused, wherever they were first stored.
+Every step is a stage (tasks/stage.py): cached by content, so running the flow again with the same spec serves
+every stage from Prefect's cache (``N stages: 0 executed, N cached``) and only writes a new character version
+(a manifest) pointing at the same artifacts. The version number is reserved atomically when the run starts,
+so two runs of one character become v1 and v2. Artifacts land under
+``characters/<slug>/v<version>/<stage>/`` when first made; a later version's manifest lists the records it
+reused, wherever they were first stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
 from prefect.context import FlowRunContext
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
 from reelforge.characters.prompts import build_prompts
 from reelforge.characters.spec import CharacterSpec, Gender, StyleFamily
-from reelforge.comfy.collect import validate_on_pool
-from reelforge.comfy.fleet import open_fleet
+from reelforge.engine import open_engine
+from reelforge.jobs import validate_on_pool
+from reelforge.liveness import Holder
 from reelforge.settings import Settings
-from reelforge.storage import open_store
-from reelforge.storage.base import ArtifactRef
-from reelforge.storage.keys import character_prefix
-from reelforge.storage.lineage import Manifest, character_manifest_key, run_manifest_key, write_manifest
-from reelforge.templates.template import load_template
+from reelforge.storage import ArtifactRef
+from reelforge.storage.keys import character_prefix, character_stage_prefix
+from reelforge.storage.lineage import Manifest, StageRecord, character_manifest_key, run_manifest_key, write_manifest
 from tasks.artifacts import job_rows, publish_summary
 from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
 from tasks.events import character_ready
-from tasks.gpu import GpuJobResult, GpuJobs, JobRuntime
+from tasks.gpu import template_named
 from tasks.progress import FlowProgress
+from tasks.stage import Stage, StageRunner
+from tasks.stages import PHASH
+
+__all__ = ["CharacterResult", "character_flow", "print_summary"]
 
 
 class CharacterResult(BaseModel):
-    """Where a character version's artifacts are, and how many of its jobs ran vs came from cache."""
+    """Where a character version's artifacts are, and how many of its stages ran vs came from cache."""
 
     name: str
     slug: str
@@ -44,7 +48,8 @@ class CharacterResult(BaseModel):
     version: int
     base: ArtifactRef
     variations: list[ArtifactRef]
-    jobs: list[dict[str, Any]]  # one row per GPU job (tasks.artifacts.job_rows)
+    phashes: dict[str, str]  # artifact key -> 64-bit perceptual hash (hex)
+    jobs: list[dict[str, Any]]  # one row per stage (tasks.artifacts.job_rows)
     executed: int
     cached: int
     gpu_seconds: float
@@ -52,6 +57,7 @@ class CharacterResult(BaseModel):
     manifest_key: str
     manifest_uri: str
     run_manifest_key: str | None = None
+    flow_run_id: str | None = None
 
 
 def _flow_run_id() -> str | None:
@@ -61,91 +67,99 @@ def _flow_run_id() -> str | None:
 
 # Cancelling, crashing or timing out removes this run's prompts from every worker: in the flow body
 # (cancel_scope) and, for runs from a deployment, again from the hooks in the serving/worker process.
-@flow(
-    name="reelforge-character", log_prints=True, on_cancellation=[on_cancellation], on_crashed=[on_crashed]
-)
+@flow(name="reelforge-character", log_prints=True, on_cancellation=[on_cancellation], on_crashed=[on_crashed])
 async def character_flow(
     name: str = "Mina Park",
     character_type: str = "kpop_idol",
-    age: int | None = 22,
+    age: Annotated[int | None, Field(ge=1, le=120)] = 22,
     gender: Gender | None = "female",
     custom_prompt: str = "",
     style: StyleFamily | None = None,
-    variations: int = 4,
-    seed: int = 0,
-    width: int = 1024,
-    height: int = 1024,
+    variations: Annotated[int, Field(ge=0, le=200, description="variation images of the base")] = 4,
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0,
+    width: Annotated[int, Field(ge=64, le=4096, multiple_of=8)] = 1024,
+    height: Annotated[int, Field(ge=64, le=4096, multiple_of=8)] = 1024,
 ) -> CharacterResult:
-    """Generate the base image of one character, then ``variations`` image-to-image variations of it.
+    """Generate one character: a base image, then ``variations`` image-to-image variations of it.
 
     Outputs go to the artifact store (``REELFORGE_STORE``: a folder or ``s3://bucket/prefix``).
     """
-    settings = Settings.load()
-    store_settings = settings.store
     spec = CharacterSpec(
         name=name, character_type=character_type, age=age, gender=gender, custom_prompt=custom_prompt,
         style=style, seed=seed,
     )
     prompts = build_prompts(spec, variations=variations)
-    store = await asyncio.to_thread(open_store, store_settings)
-    version = await asyncio.to_thread(store.next_version, character_prefix(spec.slug))
-    prefix = character_prefix(spec.slug, version)
+    settings = Settings.load()
     size = {"width": width, "height": height}
     # Flux (realistic) takes no negative prompt; SDXL (stylized) does.
     negative = {"negative": prompts.negative} if spec.family == "stylized" else {}
-    base_template, variation_template = f"character_base_{spec.family}", f"character_variation_{spec.family}"
-    progress = FlowProgress(description=f"{spec.name} v{version}: GPU jobs done")
-    await progress.start()
-    try:
-        async with open_fleet(settings.workers) as pool, cancel_scope(pool):
-            jobs = await GpuJobs.create(JobRuntime(pool, store, settings.limits, progress=progress), store_settings)
+    base_stage = Stage.gpu(f"character_base_{spec.family}")
+    variation_stage = Stage.gpu(f"character_variation_{spec.family}")
+    flow_run_id = _flow_run_id()
+    async with open_engine(settings) as engine, cancel_scope(engine.pool):
+        store = engine.store
+        folder = character_prefix(spec.slug)
+        await asyncio.to_thread(store.mark_abandoned, folder)
+        version = await asyncio.to_thread(
+            store.reserve_version, folder, Holder.current(flow_run_id=flow_run_id, label=spec.name)
+        )
+        progress = FlowProgress(description=f"{spec.name} v{version}: stages done")
+        await progress.start()
+        try:
+            stages = await StageRunner.create(engine, progress=progress)
             # Fail before any GPU time is spent if a template does not fit the workers (classes, inputs, models).
-            await validate_on_pool(pool, [load_template(base_template), load_template(variation_template)])
-            progress.plan(1 + len(prompts.variations))
-            base = await jobs.run(
-                base_template,
+            await validate_on_pool(
+                engine.pool, [template_named(base_stage.name), template_named(variation_stage.name)]
+            )
+            progress.plan(2 * (1 + len(prompts.variations)))
+            tag = f"{spec.slug}-v{version}"
+            hashes_at = character_stage_prefix(spec.slug, version, "hashes")
+            base = await stages.run(
+                base_stage,
                 {"prompt": prompts.base, "seed": seed, **negative, **size},
-                prefix=f"{prefix}base",
-                job_id=f"{spec.slug}-v{version}-base",
+                place=character_stage_prefix(spec.slug, version, "base"),
+                job_id=f"{tag}-base",
             )
             base_image = base.refs[0]
-            results: list[GpuJobResult] = list(
-                await asyncio.gather(
-                    *(
-                        jobs.run(
-                            variation_template,
-                            {"prompt": v.prompt, "seed": seed + 1 + i, **negative},
-                            prefix=f"{prefix}variations",
-                            job_id=f"{spec.slug}-v{version}-var{i:02d}",
-                            inputs={"image": base_image},
-                        )
-                        for i, v in enumerate(prompts.variations)
-                    )
-                )
-            )
-    finally:
-        await progress.close()
 
-    all_jobs = [base, *results]
-    records = [record for job in all_jobs for record in job.outputs]
-    flow_run_id = _flow_run_id()
-    manifest_ref = await asyncio.to_thread(
-        write_manifest,
-        store,
-        Manifest(subject=spec.slug, kind="character", artifacts=records),
-        character_manifest_key(spec.slug, version),
-    )
-    run_key = None
-    if flow_run_id:
-        run_key = run_manifest_key(flow_run_id)
-        await asyncio.to_thread(
-            write_manifest, store, Manifest(subject=flow_run_id, kind="run", artifacts=records), run_key
+            async def variation(i: int, prompt: str) -> tuple[StageRecord, StageRecord]:
+                made = await stages.run(
+                    variation_stage,
+                    {"prompt": prompt, "seed": seed + 1 + i, **negative},
+                    place=character_stage_prefix(spec.slug, version, "variations"),
+                    job_id=f"{tag}-var{i:02d}",
+                    inputs={"image": base_image},
+                )
+                hashed = await _phash(stages, made, hashes_at, f"{tag}-var{i:02d}-phash")
+                return made, hashed
+
+            base_hash, pairs = await asyncio.gather(
+                _phash(stages, base, hashes_at, f"{tag}-base-phash"),
+                asyncio.gather(*(variation(i, v.prompt) for i, v in enumerate(prompts.variations))),
+            )
+        finally:
+            await progress.close()
+
+        records = stages.records
+        made = [base, *(m for m, _ in pairs)]
+        hashes = {h.inputs["image"].key: str(h.record["phash"]) for h in [base_hash, *(h for _, h in pairs)]}
+        manifest = Manifest(
+            subject=spec.slug, kind="character", name=spec.name, version=version, stages=records,
+            details={"spec": spec.model_dump(mode="json"), "prompts": prompts.model_dump(mode="json")},
         )
-    await publish_summary(all_jobs, store, key=f"character-{spec.slug}", title=f"{spec.name} v{version}")
+        manifest_ref = await asyncio.to_thread(
+            write_manifest, store, manifest, character_manifest_key(spec.slug, version)
+        )
+        run_key = None
+        if flow_run_id:
+            run_key = run_manifest_key(flow_run_id)
+            run_manifest = Manifest(subject=flow_run_id, kind="run", name=spec.name, stages=records)
+            await asyncio.to_thread(write_manifest, store, run_manifest, run_key)
+        await publish_summary(records, store, key=f"character-{spec.slug}", title=f"{spec.name} v{version}")
     character_ready(
-        spec.slug, version, manifest_ref, name=spec.name, executed=jobs.executed, cached=jobs.cached
+        spec.slug, version, manifest_ref, name=spec.name, executed=stages.executed, cached=stages.cached
     )
-    print(f"{len(all_jobs)} jobs: {jobs.executed} executed, {jobs.cached} cached")
+    print(f"{len(records)} stages: {stages.executed} executed, {stages.cached} cached")
     print(f"{spec.name} v{version}: manifest {manifest_ref.uri}")
     return CharacterResult(
         name=spec.name,
@@ -153,41 +167,39 @@ async def character_flow(
         family=spec.family,
         version=version,
         base=base_image,
-        variations=[r.refs[0] for r in results],
-        jobs=job_rows(all_jobs),
-        executed=jobs.executed,
-        cached=jobs.cached,
-        gpu_seconds=sum(j.gpu_seconds for j in all_jobs if j.executed),
-        cost=sum(j.cost for j in all_jobs if j.executed),
+        variations=[m.refs[0] for m in made[1:]],
+        phashes=hashes,
+        jobs=job_rows(records),
+        executed=stages.executed,
+        cached=stages.cached,
+        gpu_seconds=manifest.total_gpu_seconds,
+        cost=manifest.total_cost,
         manifest_key=manifest_ref.key,
         manifest_uri=manifest_ref.uri,
         run_manifest_key=run_key,
+        flow_run_id=flow_run_id,
     )
 
 
+async def _phash(stages: StageRunner, image: StageRecord, place: str, job_id: str) -> StageRecord:
+    """The perceptual hash of a stage's first image (a CPU stage in a child process; it stores no file)."""
+    return await stages.run(PHASH, {}, inputs={"image": image.refs[0]}, place=place, job_id=job_id)
+
+
 def print_summary(result: CharacterResult, console: Console) -> None:
+    """The table ``reelforge run character`` and ``make demo`` print: one row per stage, then the totals."""
     table = Table(title=f"{result.name} v{result.version} ({result.family})")
-    for column in ("job", "template", "worker", "GPU s", "cost", "status", "artifact"):
+    for column in ("job", "stage", "worker", "GPU s", "cost", "status", "output"):
         table.add_column(column)
     for row in result.jobs:
         table.add_row(
-            str(row["job"]), str(row["template"]), str(row["worker"]), f"{row['gpu_seconds']:.2f}",
+            str(row["job"]), str(row["stage"]), str(row["worker"]), f"{row['gpu_seconds']:.2f}",
             f"{row['cost']:.4f}", str(row["status"]), str(row["outputs"]),
         )
     console.print(table)
     total = result.executed + result.cached
     console.print(
-        f"{total} jobs: {result.executed} executed, {result.cached} cached"
-        + (" (every GPU job came from the cache)" if total and result.cached == total else "")
+        f"{total} stages: {result.executed} executed, {result.cached} cached"
+        + (" (everything came from the cache)" if total and result.cached == total else "")
     )
     console.print(f"{result.gpu_seconds:.2f} GPU-seconds spent in this run; manifest: {result.manifest_uri}")
-
-
-def main() -> int:
-    result = asyncio.run(character_flow())
-    print_summary(result, Console())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

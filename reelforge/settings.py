@@ -75,6 +75,12 @@ class WorkerSettings(BaseSettings):
     health_interval_s: float = Field(default=10.0, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     job_timeout_s: float = Field(default=3600.0, gt=0)
+    worker_grace_s: float = Field(
+        default=20.0, gt=0, description="how long a run waits at start for at least one healthy worker"
+    )
+    download_retries: int = Field(
+        default=3, ge=0, le=10, description="retries of a failed output download before the job fails"
+    )
     preview_workers: int = Field(default=2, ge=1, le=64)
     preview_latency: str = "gpu:0.05"
 
@@ -162,6 +168,7 @@ class LimitSettings(BaseSettings):
     timeout_video_s: float = Field(default=3600.0, gt=0)
     timeout_audio_s: float = Field(default=900.0, gt=0)
     timeout_lora_s: float = Field(default=4 * 3600.0, gt=0)
+    timeout_cpu_s: float = Field(default=600.0, gt=0)  # CPU stages (hashing, validation, assembly)
     # Prefect global concurrency limits per worker label, for several orchestrator processes sharing workers.
     global_limits: bool = False
 
@@ -184,6 +191,7 @@ class LimitSettings(BaseSettings):
             "video": self.timeout_video_s,
             "audio": self.timeout_audio_s,
             "lora": self.timeout_lora_s,
+            "cpu": self.timeout_cpu_s,
         }.get(kind, self.timeout_video_s)
 
 

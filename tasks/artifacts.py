@@ -1,4 +1,4 @@
-"""Summary artifacts of a flow run: a gallery of the images and a table of the GPU jobs."""
+"""Summary artifacts of a flow run: a gallery of the images and a table of its stages (GPU jobs and CPU work)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from reelforge.storage.base import ArtifactStore
-from tasks.gpu import GpuJobResult
+from reelforge.storage import ArtifactStore
+from reelforge.storage.lineage import StageRecord
 
 
-def job_rows(results: Sequence[GpuJobResult]) -> list[dict[str, str | float]]:
-    """One row per job: template, worker, GPU seconds, cost, cached or executed, outputs."""
+def job_rows(records: Sequence[StageRecord]) -> list[dict[str, str | float]]:
+    """One row per stage: stage (template), kind, worker, GPU seconds, cost, cached or executed, outputs."""
     return [
         {
             "job": r.job_id,
-            "template": r.template,
-            "worker": r.worker,
+            "stage": r.stage,
+            "kind": r.kind,
+            "worker": r.job.worker if r.job else "",
             "gpu_seconds": round(r.gpu_seconds, 3),
             "cost": round(r.cost, 6),
             "status": "cached" if r.cached else "executed",
-            "outputs": ", ".join(o.key for o in r.outputs),
+            "outputs": ", ".join(o.key for o in r.outputs) or ", ".join(f"{k}={v}" for k, v in r.record.items()),
         }
-        for r in results
+        for r in records
     ]
 
 
@@ -44,22 +45,22 @@ def gallery_markdown(title: str, images: Sequence[tuple[str, str, str]]) -> str:
 
 
 async def publish_summary(
-    results: Sequence[GpuJobResult], store: ArtifactStore, *, key: str, title: str
+    records: Sequence[StageRecord], store: ArtifactStore, *, key: str, title: str
 ) -> tuple[UUID, UUID]:
-    """Create the gallery (``<key>-gallery``) and the jobs table (``<key>-jobs``); returns their ids."""
+    """Create the gallery (``<key>-gallery``) and the stages table (``<key>-jobs``); returns their ids."""
     images: list[tuple[str, str, str]] = []
-    for result in results:
-        for record in result.outputs:
-            if record.kind == "image":
-                url = await asyncio.to_thread(store.url, record.key)
-                images.append((result.job_id, record.key, url))
-    executed = sum(1 for r in results if r.executed)
+    for record in records:
+        for output in record.outputs:
+            if output.kind == "image":
+                url = await asyncio.to_thread(store.url, output.key)
+                images.append((record.job_id, output.key, url))
+    executed = sum(1 for r in records if r.executed)
     gallery = await acreate_markdown_artifact(
         markdown=gallery_markdown(title, images), key=f"{key}-gallery", description=f"{title}: images"
     )
     table = await acreate_table_artifact(
-        table=job_rows(results),
+        table=job_rows(records),
         key=f"{key}-jobs",
-        description=f"{title}: {len(results)} GPU jobs, {executed} executed, {len(results) - executed} cached",
+        description=f"{title}: {len(records)} stages, {executed} executed, {len(records) - executed} cached",
     )
     return gallery, table

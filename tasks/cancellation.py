@@ -16,7 +16,7 @@ Use (two lines in a flow)::
 
     @flow(on_cancellation=[on_cancellation], on_crashed=[on_crashed])
     async def my_flow() -> None:
-        async with open_fleet(WorkerSettings()) as pool, cancel_scope(pool):
+        async with open_engine() as engine, cancel_scope(engine.pool):
             ...
 """
 
@@ -34,9 +34,8 @@ import httpx
 from prefect.context import FlowRunContext
 from prefect.logging.loggers import flow_run_logger, get_run_logger
 
-from reelforge.comfy.cancel import CancelReport, cancel_owned
-from reelforge.comfy.client import ComfyClient
-from reelforge.comfy.pool import WorkerPool
+from reelforge.comfy import CancelReport, WorkerPool, cancel_owned
+from reelforge.fleet import worker_clients
 from reelforge.settings import WorkerSettings
 
 __all__ = ["CancelScope", "cancel_flow_run_prompts", "cancel_scope", "on_cancellation", "on_crashed"]
@@ -125,12 +124,10 @@ async def cancel_flow_run_prompts(
             flow_run_id,
         )
         return None
-    token = settings.comfy_token.get_secret_value() if settings.comfy_token else None
-    async with httpx.AsyncClient(timeout=min(10.0, settings.request_timeout_s)) as http:
-        clients = [
-            ComfyClient(e.url, http=http, token=token, request_timeout=min(10.0, settings.request_timeout_s))
-            for e in settings.comfy_urls
-        ]
+    # A hook has seconds, not minutes: each request waits at most 10 s even with a longer configured timeout.
+    quick = settings.model_copy(update={"request_timeout_s": min(10.0, settings.request_timeout_s)})
+    async with httpx.AsyncClient(timeout=quick.request_timeout_s) as http:
+        clients = worker_clients(quick, http)
         try:
             report = await cancel_owned(clients, flow_run_id)
         finally:

@@ -3,6 +3,7 @@
 | event | resource id | when |
 |---|---|---|
 | ``reelforge.job.completed`` | ``reelforge.job.<job id>`` | a GPU job's outputs are stored (or came from cache) |
+| ``reelforge.<stage>.completed`` | ``reelforge.job.<job id>`` | a CPU stage (e.g. ``reelforge.phash.completed``) is done |
 | ``reelforge.character.ready`` | ``reelforge.character.<slug>`` | a character version's manifest is written |
 | ``reelforge.video.ready`` | ``reelforge.video.<slug>`` | a video is assembled and stored |
 
@@ -13,14 +14,12 @@ a deployment per finished character.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect.events import emit_event
 
 from reelforge.storage.base import ArtifactRef
-
-if TYPE_CHECKING:
-    from tasks.gpu import GpuJobResult
+from reelforge.storage.lineage import StageRecord
 
 JOB_COMPLETED = "reelforge.job.completed"
 CHARACTER_READY = "reelforge.character.ready"
@@ -31,28 +30,41 @@ def _related(kind: str, value: str, role: str) -> dict[str, str]:
     return {"prefect.resource.id": f"reelforge.{kind}.{value}", "prefect.resource.role": role}
 
 
-def job_completed(result: GpuJobResult, *, flow_run_id: str | None = None) -> None:
+def stage_event(record: StageRecord) -> str:
+    """``reelforge.job.completed`` for GPU stages (one ComfyUI job), ``reelforge.<stage>.completed`` otherwise."""
+    return JOB_COMPLETED if record.kind == "gpu" else f"reelforge.{record.stage}.completed"
+
+
+def stage_completed(record: StageRecord, *, flow_run_id: str | None = None) -> None:
+    """Emit the stage's completion event (resource ``reelforge.job.<job id>``), whether executed or cached."""
     payload: dict[str, Any] = {
-        "template": result.template,
-        "template_version": result.template_version,
-        "worker": result.worker,
-        "prompt_id": result.prompt_id,
-        "gpu_seconds": result.gpu_seconds,
-        "cost": result.cost,
-        "cached": result.cached,
-        "outputs": [{"key": r.key, "uri": r.uri, "sha256": r.sha256} for r in result.outputs],
+        "stage": record.stage,
+        "version": record.version,
+        "kind": record.kind,
+        "cached": record.cached,
+        "record": record.record,
+        "outputs": [{"key": r.key, "uri": r.uri, "sha256": r.sha256} for r in record.outputs],
     }
+    if record.job is not None:
+        payload |= {
+            "template": record.stage,
+            "template_version": record.version,
+            "worker": record.job.worker,
+            "prompt_id": record.job.prompt_id,
+            "gpu_seconds": record.job.gpu_seconds,
+            "cost": record.job.cost,
+        }
     if flow_run_id:
         payload["flow_run_id"] = flow_run_id
     emit_event(
-        JOB_COMPLETED,
+        stage_event(record),
         resource={
-            "prefect.resource.id": f"reelforge.job.{result.job_id}",
-            "prefect.resource.name": result.job_id,
-            "reelforge.template": result.template,
-            "reelforge.cached": "true" if result.cached else "false",
+            "prefect.resource.id": f"reelforge.job.{record.job_id}",
+            "prefect.resource.name": record.job_id,
+            "reelforge.stage": record.stage,
+            "reelforge.cached": "true" if record.cached else "false",
         },
-        related=[_related("template", result.template, "template")],
+        related=[_related("template" if record.kind == "gpu" else "stage", record.stage, "stage")],
         payload=payload,
     )
 

@@ -1,8 +1,11 @@
 """A flow run's progress artifact, fed by ComfyUI progress messages.
 
-Progress = (jobs finished + the fractions of the jobs in flight) / jobs planned. ComfyUI sends a message per
-sampler step, so updates to the Prefect API are throttled: at most one every ``interval_s`` seconds, and the
+Progress = (stages finished + the fractions of the stages in flight) / stages planned. ComfyUI sends a message
+per sampler step, so updates to the Prefect API are throttled: at most one every ``interval_s`` seconds, and the
 latest value always lands (a trailing update is scheduled when one is skipped).
+
+Listeners in the same process (``add_listener``: the ``reelforge run`` display) get every change at once, as a
+``ProgressSnapshot`` with the running stages' current node and step.
 """
 
 from __future__ import annotations
@@ -12,13 +15,53 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.context import FlowRunContext
 
-from reelforge.comfy.types import Progress
+from reelforge.comfy import Progress
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a running stage is: the node it runs and the node's step (a sampler's value of max)."""
+
+    fraction: float
+    node: str | None = None
+    value: float = 0.0
+    max: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProgressSnapshot:
+    """A flow run's progress at one instant, for displays."""
+
+    description: str
+    flow_run_id: str | None
+    planned: int
+    done: int
+    failed: int
+    running: dict[str, Step] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        if self.planned <= 0:
+            return 0.0
+        return min(1.0, (self.done + sum(s.fraction for s in self.running.values())) / self.planned)
+
+
+Listener = Callable[[ProgressSnapshot], None]
+_listeners: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Call ``listener`` on every progress change of every flow run in this process; returns the remover."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
 class FlowProgress:
@@ -36,7 +79,10 @@ class FlowProgress:
         self.planned = 0
         self.done = 0
         self.updates = 0  # API updates sent (for tests and benchmarks)
-        self._running: dict[str, float] = {}
+        self.failed = 0
+        ctx = FlowRunContext.get()
+        self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+        self._running: dict[str, Step] = {}
         self._last_sent = 0.0
         self._last_value: float | None = None
         self._pending: asyncio.Task[None] | None = None
@@ -47,7 +93,12 @@ class FlowProgress:
     def fraction(self) -> float:
         if self.planned <= 0:
             return 0.0
-        return min(1.0, (self.done + sum(self._running.values())) / self.planned)
+        return min(1.0, (self.done + sum(s.fraction for s in self._running.values())) / self.planned)
+
+    def snapshot(self) -> ProgressSnapshot:
+        return ProgressSnapshot(
+            self.description, self.flow_run_id, self.planned, self.done, self.failed, dict(self._running)
+        )
 
     def plan(self, jobs: int) -> None:
         """Add ``jobs`` to the number planned (flows plan stage by stage)."""
@@ -58,7 +109,8 @@ class FlowProgress:
         """The ``on_progress`` callback for one job."""
 
         def on_progress(progress: Progress) -> None:
-            self._running[job_id] = max(0.0, min(1.0, progress.fraction))
+            fraction = max(0.0, min(1.0, progress.fraction))
+            self._running[job_id] = Step(fraction, progress.node, progress.value, progress.max)
             self._changed()
 
         return on_progress
@@ -70,6 +122,7 @@ class FlowProgress:
 
     def job_failed(self, job_id: str) -> None:
         self._running.pop(job_id, None)
+        self.failed += 1
         self._changed()
 
     # ------------------------------------------------------------------ Prefect artifact
@@ -83,6 +136,13 @@ class FlowProgress:
         return self.artifact_id
 
     def _changed(self) -> None:
+        if _listeners:
+            snapshot = self.snapshot()
+            for listener in list(_listeners):
+                try:
+                    listener(snapshot)
+                except Exception:  # a display must never break the flow
+                    log.exception("progress listener failed")
         if self.artifact_id is None or self._pending is not None:
             return
         try:

@@ -30,7 +30,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -45,6 +45,7 @@ from reelforge.comfy.errors import (
     NoWorkerAvailable,
     PermanentComfyError,
     PromptLost,
+    RequestRejected,
     TransientComfyError,
     WorkerServerError,
     WorkerTimeout,
@@ -54,7 +55,7 @@ from reelforge.comfy.graph import ModelRef
 from reelforge.comfy.routing import Requirement, WorkerSnapshot, any_eligible_healthy, choose_worker
 from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 
-__all__ = ["DispatchStopped", "WorkerPool", "WorkerStatus"]
+__all__ = ["DispatchStopped", "NoHealthyWorkers", "WorkerPool", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ _TICK = 0.5  # seconds between a waiting job's checks of its own deadline / unav
 
 class DispatchStopped(PermanentComfyError):
     """The pool was told to submit nothing more (its flow run is being cancelled)."""
+
+
+class NoHealthyWorkers(NoEligibleWorker):
+    """At start, no configured worker became healthy within the grace period; ``reasons`` names each one's
+    failure. Permanent: a retry would wait the same way."""
 
 
 class WorkerStatus(BaseModel):
@@ -246,6 +252,9 @@ class WorkerPool:
         await asyncio.gather(*(self._check(w, full=True) for w in self._workers))
         healthy = [w.name for w in self._workers if w.healthy]
         log.info("worker pool started: %d/%d healthy %s", len(healthy), len(self._workers), healthy)
+        for w in self._workers:
+            if not w.healthy:
+                log.warning("worker %s (%s) is not healthy at start: %s", w.name, w.url, w.last_error)
         self._watchers = [
             asyncio.create_task(self._watch(w), name=f"pool-health-{w.name}") for w in self._workers
         ]
@@ -336,6 +345,43 @@ class WorkerPool:
     def clients(self) -> list[ComfyClient]:
         return [w.client for w in self._workers]
 
+    def _worker(self, worker: str) -> _Worker:
+        key = worker.rstrip("/")
+        for w in self._workers:
+            if key in (w.name, w.url):
+                return w
+        raise KeyError(f"no worker {worker!r} in this pool")
+
+    def _name_of(self, worker: str) -> str:
+        try:
+            return self._worker(worker).name
+        except KeyError:
+            return worker
+
+    def report_failure(self, worker: str, err: BaseException) -> None:
+        """Something outside a job's prompt failed on ``worker`` (e.g. its downloads): it cools down and is
+        checked again like after a failed job."""
+        self._mark_unhealthy(self._worker(worker), err)
+
+    async def wait_healthy(self, grace_s: float) -> list[WorkerStatus]:
+        """Wait up to ``grace_s`` seconds for at least one healthy worker; returns the status of every worker.
+
+        Raises ``NoHealthyWorkers`` (permanent: waiting longer in a retry would not help) listing every worker
+        and why it is not healthy.
+        """
+        deadline = self._clock() + grace_s
+        while not any(w.healthy for w in self._workers):
+            left = deadline - self._clock()
+            if left <= 0:
+                raise NoHealthyWorkers(
+                    f"no worker became healthy within {grace_s:g} s (REELFORGE_WORKER_GRACE_S)",
+                    reasons={w.name: w.last_error or "never answered" for w in self._workers},
+                )
+            for w in self._workers:
+                w.wake.set()  # re-check now rather than after a cooldown
+            await asyncio.sleep(min(0.25, left))
+        return self.status()
+
     # ------------------------------------------------------------------ running jobs
 
     async def run(
@@ -349,16 +395,19 @@ class WorkerPool:
         timeout: float | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         prepare: Prepare | None = None,
+        avoid: Iterable[str] = (),
     ) -> JobResult:
         """Run ``graph`` on the best eligible worker and return its result, failing over if it dies.
 
         ``prepare(client, graph)``, when given, runs once per attempt after the worker is chosen and before
         the prompt is submitted, and returns the graph to submit: the place to upload input files to that
-        worker and point the graph at them.
+        worker and point the graph at them. ``avoid``: worker names (or URLs) to use only when no other
+        eligible worker is healthy; a failover adds the worker that failed.
         """
         if not self._started:
             await self.start()
-        requirement = Requirement.for_graph(graph, models=models, label=label)
+        avoided = {self._name_of(a) for a in avoid}
+        requirement = Requirement.for_graph(graph, models=models, label=label, avoid=avoided)
         if owner is None:
             owner = JobOwner(job_id=job_id or uuid.uuid4().hex)
         deadline = None if timeout is None else self._clock() + timeout
@@ -384,6 +433,7 @@ class WorkerPool:
                     log.warning("job %s: giving up after %d failovers: %s", owner.job_id, failovers - 1, err)
                     raise
                 self.failovers += 1
+                requirement = replace(requirement, avoid=requirement.avoid | {worker.name})
                 log.warning(
                     "job %s: worker %s failed under prompt %s (%s: %s); running it elsewhere (%d/%d)",
                     owner.job_id,
@@ -509,6 +559,11 @@ class WorkerPool:
                     ticket.unavailable_since = None
                 elif ticket.unavailable_since is None:
                     ticket.unavailable_since = now
+                    log.warning(
+                        "a job is waiting: every worker that could run it is unhealthy (%s); giving up after %.0f s",
+                        "; ".join(f"{w.name}: {w.last_error or 'down'}" for w in self._workers),
+                        self.unavailable_timeout,
+                    )
                 since = ticket.unavailable_since
                 if since is not None and now - since >= self.unavailable_timeout:
                     raise NoWorkerAvailable(
@@ -619,10 +674,10 @@ class WorkerPool:
         listings = await asyncio.gather(*(list_folder(f) for f in folders), return_exceptions=True)
         models: dict[str, frozenset[str]] = {}
         for folder, listing in zip(folders, listings, strict=True):
-            if isinstance(listing, TransientComfyError):
-                raise listing
-            if isinstance(listing, BaseException):
-                models[folder] = frozenset()  # e.g. 404 for a folder key that lists nothing
+            if isinstance(listing, RequestRejected) and listing.status == 404:
+                models[folder] = frozenset()  # a folder key the worker lists but cannot enumerate
+            elif isinstance(listing, BaseException):
+                raise listing  # the worker is unhealthy with this error as its reason, never silently empty
             else:
                 models[folder] = frozenset(str(name) for name in listing)
         worker.node_classes = frozenset(info)

@@ -45,6 +45,7 @@ class Requirement:
     models: frozenset[ModelRef] = frozenset()
     affinity: frozenset[ModelRef] = frozenset()
     label: str | None = None
+    avoid: frozenset[str] = frozenset()  # worker names to use only when no other eligible worker is healthy
 
     @classmethod
     def for_graph(
@@ -53,6 +54,7 @@ class Requirement:
         *,
         models: Iterable[ModelRef] | None = None,
         label: str | None = None,
+        avoid: Iterable[str] = (),
     ) -> Requirement:
         """Derive the requirement from a graph's classes and loader inputs, plus extra model files."""
         refs = model_refs(graph) | set(models or ())
@@ -61,6 +63,7 @@ class Requirement:
             models=frozenset(refs),
             affinity=affinity_models(refs),
             label=label,
+            avoid=frozenset(avoid),
         )
 
 
@@ -151,17 +154,25 @@ def choose_worker(
 ) -> WorkerSnapshot | None:
     """Pick the worker for a job, ``None`` if every eligible worker is busy or unhealthy right now.
 
+    Workers in ``requirement.avoid`` (they just failed this job) are left out while another eligible worker is
+    healthy, even a busy one: the job waits for it rather than going back to the worker that failed it.
+
     Raises ``NoEligibleWorker`` (with a reason per worker) if no configured worker could ever run it.
     """
     reasons: dict[str, str] = {}
     candidates: list[WorkerSnapshot] = []
+    others_healthy = False
     for snap in snapshots:
         why = eligibility(snap, requirement)
         if why is not None:
             reasons[snap.name] = why
             continue
+        if snap.name not in requirement.avoid and snap.known and snap.healthy and snap.cooling_until <= now:
+            others_healthy = True
         if snap.known and snap.available(now):
             candidates.append(snap)
+    if others_healthy:
+        candidates = [c for c in candidates if c.name not in requirement.avoid]
     if len(reasons) == len(snapshots):
         what = ", ".join(sorted(requirement.node_classes)) or "no node classes"
         raise NoEligibleWorker(

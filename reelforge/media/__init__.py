@@ -1,0 +1,6 @@
+"""Media tools: ffmpeg location and runners, probing, perceptual hashes, and their exception tree."""
+
+from reelforge.media.errors import FFmpegError, FFmpegNotFound, FFmpegTimeout, MediaError
+from reelforge.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+
+__all__ = ["FFmpegError", "FFmpegNotFound", "FFmpegTimeout", "MediaError", "ffmpeg_exe", "run_ffmpeg"]

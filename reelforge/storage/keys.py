@@ -111,6 +111,31 @@ def production_key(slug: str, scene: int, shot: int, take: int, filename: str) -
     return check_key(f"{base}/{_filename(filename)}")
 
 
+def character_stage_prefix(slug: str, version: int, stage: str) -> str:
+    """``characters/<slug>/v<version>/<stage>/``: where a stage of one character version stores its outputs."""
+    number = _number(version, "version")
+    return _checked_slug_key("characters", slug, f"v{number}", stage) + "/"
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,16})?")
+
+
+def content_key(prefix: str, sha256: str, suffix: str = "") -> str:
+    """``<prefix><sha256[:16]><suffix>``: an artifact named by its content under a folder-like prefix.
+
+    ``suffix`` is the file extension (``.png``; lower-cased); 16 hex digits make collisions within one folder
+    vanishingly unlikely, and the store refuses other content under an existing key anyway.
+    """
+    if not _SHA256.fullmatch(sha256):
+        raise UnsafeKey(f"not a sha256 hex digest: {sha256[:80]!r}")
+    if not _SUFFIX.fullmatch(suffix):
+        raise UnsafeKey(f"file extension {suffix[:40]!r} is not '.' plus letters and digits")
+    folder = check_prefix(prefix).rstrip("/")
+    name = f"{sha256[:16]}{suffix.lower()}"
+    return check_key(f"{folder}/{name}" if folder else name)
+
+
 def run_key(flow_run_id: str, filename: str) -> str:
     """``runs/<flow_run_id>/<filename>``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", flow_run_id):
@@ -129,3 +154,12 @@ def version_number(segment: str, marker: str = "v") -> int | None:
     """``v12`` -> 12, ``take-03`` (marker ``take-``) -> 3; anything else -> None."""
     match = re.fullmatch(re.escape(marker) + r"(\d{1,9})", segment)
     return int(match.group(1)) if match else None
+
+
+def version_prefix(prefix: str, version: int, marker: str = "v") -> str:
+    """``<prefix>/<marker><version>/``: the folder of one version (``prefix`` with or without its ``/``)."""
+    folder = check_prefix(prefix).rstrip("/")
+    segment = f"{marker}{_number(version, 'version')}"
+    if version_number(segment, marker) is None:
+        raise UnsafeKey(f"version marker {marker!r} does not make a version segment")
+    return check_key(f"{folder}/{segment}" if folder else segment) + "/"

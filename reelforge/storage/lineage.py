@@ -1,7 +1,9 @@
-"""Lineage: what produced each artifact (template, parameters, seed, worker, GPU time, cost, parents).
+"""Lineage: what produced each artifact (stage, version, parameters, inputs, worker, GPU time, cost).
 
-``ArtifactRecord`` is an ``ArtifactRef`` (same fields, flat in JSON) plus its provenance; a ``Manifest`` lists the
-records of one run, character version or production and is stored as JSON under a new key each time
+A ``StageRecord`` is one stage's work: its parameters and input artifacts (``ParentRef``), its stored outputs
+(``StoredOutput``: an ``ArtifactRef`` plus the node that made it) and, for a GPU stage, the job's facts once
+(``JobFacts``: prompt id, worker, GPU seconds, cost). A ``Manifest`` lists the stage records of one run,
+character version or production, with the subject's real name, and is stored as JSON under a new key each time
 (``runs/<flow_run_id>/manifest.json``, ``characters/<slug>/v<version>/manifest.json``): manifests are never
 rewritten, like every other artifact.
 """
@@ -33,53 +35,101 @@ class ParentRef(BaseModel):
         return cls(sha256=ref.sha256, key=ref.key)
 
 
-class ArtifactRecord(ArtifactRef):
-    """An artifact plus how it was made."""
+StageKind = Literal["gpu", "thread", "process"]
 
-    template: str | None = None
-    template_version: str | None = None  # the template's content hash
-    params: dict[str, Any] = Field(default_factory=dict)  # bound parameters
-    seed: int | None = None
-    worker: str | None = None
+
+class JobFacts(BaseModel):
+    """Where a GPU job ran and what it cost: carried once per job, not copied onto each of its outputs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_id: str
+    worker: str
     worker_labels: list[str] = Field(default_factory=list)
-    model_files: list[str] = Field(default_factory=list)
-    gpu_seconds: float | None = Field(default=None, ge=0)  # from the worker's own timestamps
-    cost: float | None = Field(default=None, ge=0)  # gpu_seconds x price per GPU hour of the worker's label
-    parents: list[ParentRef] = Field(default_factory=list)
-    job_id: str | None = None
-    prompt_id: str | None = None
-    flow_run_id: str | None = None
+    gpu_seconds: float = Field(default=0.0, ge=0)  # from the worker's own timestamps
+    cost: float = Field(default=0.0, ge=0)  # gpu_seconds x price per GPU hour of the worker's label
+    queued_s: float = Field(default=0.0, ge=0)  # client-side wait before execution started
+
+
+class StoredOutput(ArtifactRef):
+    """One stored output of a stage; ``node_id`` names the ComfyUI output node that made it (GPU stages)."""
+
+    node_id: str | None = None
+
+
+class StageRecord(BaseModel):
+    """One stage's work: what it was asked (stage, version, parameters, inputs), what it stored, what it cost.
+
+    This is what the stage task returns and what Prefect persists beside the store: small references, never
+    bytes. ``cached`` and ``wall_s`` describe this flow run's use of it (set by the flow-side runner).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: str  # the stage's name (a template name for GPU stages)
+    version: str  # the stage's version (a template's content hash for GPU stages)
+    kind: StageKind
+    job_id: str  # the caller's name for this unit of work, e.g. mina-park-v1-var03
+    cache_key: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, ParentRef] = Field(default_factory=dict)
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    record: dict[str, Any] = Field(default_factory=dict)  # small typed facts, e.g. {"phash": "c3a1..."}
+    job: JobFacts | None = None  # GPU stages only
+    flow_run_id: str | None = None  # the run that executed it
     task_run_id: str | None = None
-    cached: bool = False
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    cached: bool = False
+    wall_s: float = 0.0
 
-    @classmethod
-    def from_ref(cls, ref: ArtifactRef, **lineage: Any) -> ArtifactRecord:
-        """A record from a stored ref plus lineage fields (``template=..., seed=..., parents=[...]``)."""
-        parents = [p if isinstance(p, ParentRef) else ParentRef.of(p) for p in lineage.pop("parents", [])]
-        return cls(**ref.model_dump(), parents=parents, **lineage)
+    @property
+    def refs(self) -> list[ArtifactRef]:
+        return [ArtifactRef(**o.model_dump(exclude={"node_id"})) for o in self.outputs]
 
-    def as_ref(self) -> ArtifactRef:
-        return ArtifactRef(**self.model_dump(include=set(ArtifactRef.model_fields)))
+    @property
+    def executed(self) -> bool:
+        return not self.cached
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.job.gpu_seconds if self.job else 0.0
+
+    @property
+    def cost(self) -> float:
+        return self.job.cost if self.job else 0.0
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.params.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 class Manifest(BaseModel):
-    """The records of one run / character version / production."""
+    """The stage records of one run / character version / production."""
 
     model_config = ConfigDict(extra="forbid")
 
     subject: str  # a flow run id, a character slug, a production slug
     kind: ManifestKind
-    artifacts: list[ArtifactRecord] = Field(default_factory=list)
+    name: str | None = None  # the subject's real name as given (a slug is lossy: 김민아 -> gimmina-...)
+    version: int | None = None
+    stages: list[StageRecord] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)  # the subject's own facts (spec, verdicts, ...)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
+    def artifacts(self) -> list[StoredOutput]:
+        """Every stored output of every stage, in stage order."""
+        return [o for stage in self.stages for o in stage.outputs]
+
+    @property
     def total_gpu_seconds(self) -> float:
-        return sum(a.gpu_seconds or 0.0 for a in self.artifacts)
+        """GPU seconds of the stages this run executed (cached ones were paid for by an earlier run)."""
+        return sum(s.gpu_seconds for s in self.stages if not s.cached)
 
     @property
     def total_cost(self) -> float:
-        return sum(a.cost or 0.0 for a in self.artifacts)
+        return sum(s.cost for s in self.stages if not s.cached)
 
 
 def cost_for(gpu_seconds: float | None, price_per_hour: float) -> float:

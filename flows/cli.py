@@ -1,0 +1,258 @@
+"""``reelforge run <flow>``: run a flow in this process, with a live display, a summary and an exit code.
+
+The ``reelforge`` entry point is the engine's command line (``reelforge.cli``, which never imports Prefect)
+plus the ``run`` commands registered here, in the orchestration layer. Each flow is registered once with
+``register`` (flow, summary renderer); its options are generated from the flow's typed parameters, so a new
+parameter is a new option with the same bounds, and ``--spec FILE`` (JSON or YAML) gives them all at once
+(options given on the command line win).
+
+* Progress (stages done out of planned, the running stage's node and step, fed by ComfyUI's progress events)
+  is drawn on stderr; the summary table follows on stdout.
+* ``--json``: one JSON object on stdout (flow run id, final state, manifest URI, executed and cached stages by
+  kind, the flow's result); progress, logs and the table go to stderr.
+* Exit codes: 0 the flow completed; 1 it failed; 2 bad input (a parameter, the spec file), nothing was run;
+  130 interrupted (Ctrl-C): the run's prompts are removed from every worker before the command exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from prefect import Flow
+from prefect.client.schemas.objects import State
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from reelforge.cli import app
+from tasks.progress import ProgressSnapshot, add_listener
+
+__all__ = ["app", "main", "register", "run_app"]
+
+run_app = typer.Typer(help="Run a flow here (ephemeral Prefect unless PREFECT_API_URL is set).", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+Summary = Callable[[Any, Console], None]
+
+
+@dataclass(frozen=True)
+class FlowCommand:
+    name: str
+    flow: Flow[..., Any]
+    summary: Summary
+    params: type[BaseModel]
+
+
+def _parameters(flow: Flow[..., Any]) -> type[BaseModel]:
+    """A pydantic model of the flow's parameters (types, defaults and Field bounds, as the flow declares them)."""
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(flow.fn).parameters.items():
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[name] = (param.annotation, default)
+    config = ConfigDict(extra="forbid")
+    model: type[BaseModel] = create_model(f"{flow.fn.__name__}_parameters", __config__=config, **fields)
+    return model
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--spec {path}: cannot read it ({type(exc).__name__}: {exc})") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BadInput(f"--spec {path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"--spec {path}: expected a mapping of parameter names to values, got {type(data).__name__}")
+    return data
+
+
+class BadInput(Exception):
+    """A parameter or the spec file is wrong; the message names which and why."""
+
+
+def _validated(command: FlowCommand, values: Mapping[str, Any], source: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        model = command.params.model_validate(dict(values))
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            where = source.get(field, _option(field))
+            got = f" (got {error['input']!r})" if error["type"] != "missing" and "input" in error else ""
+            lines.append(f"{where}: {error['msg']}{got}")
+        raise BadInput("; ".join(lines)) from exc
+    return model.model_dump()
+
+
+def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
+    """Add ``reelforge run <name>`` with one option per flow parameter, ``--spec`` and ``--json``."""
+    command = FlowCommand(name, flow, summary, _parameters(flow))
+    hints = command.params.model_fields
+
+    def run(**options: Any) -> None:
+        spec_file: Path | None = options.pop("spec")
+        as_json: bool = options.pop("json")
+        raw = {k: v for k, v in options.items() if v is not None}
+        try:
+            values = _load_spec(spec_file) if spec_file else {}
+            source = {k: f"--spec {spec_file} '{k}'" for k in values}
+            values.update(_coerce_cli(command, raw))
+            source.update({k: _option(k) for k in raw})
+            params = _validated(command, values, source)
+        except BadInput as exc:
+            Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from exc
+        raise typer.Exit(execute(command, params, as_json=as_json))
+
+    parameters = [
+        inspect.Parameter(
+            field,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option(
+                None, _option(field), help=f"{info.description or field} [default: {info.default!r}]",
+                show_default=False,
+            ),
+            annotation=str | None,
+        )
+        for field, info in hints.items()
+    ]
+    parameters += [
+        inspect.Parameter(
+            "spec", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
+            default=typer.Option(None, "--spec", help="JSON or YAML file of parameters (options override it)."),
+        ),
+        inspect.Parameter(
+            "json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+            default=typer.Option(False, "--json", help="Print one JSON object on stdout; the rest goes to stderr."),
+        ),
+    ]
+    run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters}
+    run.__doc__ = (inspect.getdoc(flow.fn) or flow.name).split("\n\n")[0]
+    run_app.command(name)(run)
+    return command
+
+
+def _coerce_cli(command: FlowCommand, raw: Mapping[str, str]) -> dict[str, Any]:
+    """Command-line strings as the values pydantic should see: ``none``/``null`` for optional parameters."""
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        out[key] = None if text.strip().lower() in ("none", "null") else text
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+class _Display:
+    """A rich progress bar on stderr, fed by the flow's progress listener."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[step]}"), console=console, transient=False,
+        )
+        self.task = self.bar.add_task("starting", total=None, step="")
+        self.flow_run_id: str | None = None
+
+    def __call__(self, snap: ProgressSnapshot) -> None:
+        self.flow_run_id = snap.flow_run_id or self.flow_run_id
+        step = ""
+        if snap.running:
+            job, at = next(reversed(snap.running.items()))
+            where = f" node {at.node}" if at.node else ""
+            step = f"{job}{where} step {at.value:g}/{at.max:g}" if at.max else f"{job}{where}"
+        failed = f", {snap.failed} failed" if snap.failed else ""
+        self.bar.update(
+            self.task, description=snap.description + failed, total=snap.planned or None,
+            completed=snap.done + sum(s.fraction for s in snap.running.values()), step=step,
+        )
+
+
+def _payload(command: FlowCommand, state: State[Any], result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "flow": command.flow.name,
+        "flow_run_id": str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None,
+        "state": state.name,
+    }
+    if isinstance(result, BaseModel):
+        dumped = result.model_dump(mode="json")
+        jobs = dumped.get("jobs", [])
+        by_kind: dict[str, dict[str, int]] = {}
+        for row in jobs:
+            counts = by_kind.setdefault(str(row.get("kind", "gpu")), {"executed": 0, "cached": 0})
+            counts["cached" if row.get("status") == "cached" else "executed"] += 1
+        data |= {
+            "manifest_uri": dumped.get("manifest_uri"),
+            "executed": dumped.get("executed"),
+            "cached": dumped.get("cached"),
+            "stages": by_kind,
+            "result": dumped,
+        }
+    elif isinstance(result, BaseException):
+        data["error"] = f"{type(result).__name__}: {result}"
+    return data
+
+
+def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = False) -> int:
+    """Run the flow with ``params``; returns the exit code."""
+    err = Console(stderr=True)
+    out = err if as_json else Console()
+    display = _Display(err)
+    remove = add_listener(display)
+    try:
+        with display.bar:
+            state: State[Any] = asyncio.run(command.flow(**params, return_state=True))  # type: ignore[call-overload]
+    except KeyboardInterrupt:
+        where = f" (flow run {display.flow_run_id})" if display.flow_run_id else ""
+        err.print(f"[yellow]interrupted{where}:[/] its prompts were removed from every worker; nothing more runs.")
+        if as_json:
+            print(json.dumps({"flow": command.flow.name, "flow_run_id": display.flow_run_id, "state": "Cancelled"}))
+        return EXIT_INTERRUPTED
+    finally:
+        remove()
+    result = state.result(raise_on_failure=False)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    if state.is_completed():
+        command.summary(result, out)
+    else:
+        err.print(f"[red]{command.name} {state.name.lower()}:[/] {result}", highlight=False)
+    if as_json:
+        print(json.dumps(_payload(command, state, result), default=str))
+    return 0 if state.is_completed() else EXIT_FAILED
+
+
+def main() -> None:
+    """The ``reelforge`` entry point."""
+    _register_flows()
+    app()
+
+
+def _register_flows() -> None:
+    from flows.character import character_flow, print_summary
+
+    if not run_app.registered_commands:
+        register("character", character_flow, print_summary)
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

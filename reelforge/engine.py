@@ -1,0 +1,78 @@
+"""The composition root: settings read once, then the store, the worker fleet and the CPU runner built from them.
+
+Flows, the cancellation hooks and the benchmarks all get their connections here (ARCHITECTURE.md: one
+composition root), so a documented setting reaches every user of it::
+
+    async with open_engine() as engine:          # Settings.load() unless settings are given
+        engine.store, engine.pool, engine.cpu, engine.settings
+
+Opening checks what would otherwise fail late: debris of killed runs is swept (``/tmp/reelforge-job-<pid>-*``
+folders whose process is gone), the store is probed for writing (``StoreNotWritable`` names it), and the fleet
+needs at least one healthy worker within ``REELFORGE_WORKER_GRACE_S`` (``NoHealthyWorkers`` names each one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reelforge.comfy.pool import WorkerPool
+from reelforge.cpu import CpuRunner
+from reelforge.fleet import open_fleet
+from reelforge.liveness import JOB_DIR_PREFIX, sweep_stale_dirs
+from reelforge.media.ffmpeg import ffmpeg_exe
+from reelforge.settings import Settings
+from reelforge.storage import ArtifactStore, open_store
+
+__all__ = ["Engine", "open_engine", "open_store_checked"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    """The live objects of one process: handed to flows and stages, never built anywhere else."""
+
+    settings: Settings
+    store: ArtifactStore
+    pool: WorkerPool
+    cpu: CpuRunner
+
+    @property
+    def ffmpeg(self) -> str:
+        """The ffmpeg binary the media tools run."""
+        return ffmpeg_exe()
+
+
+async def open_store_checked(settings: Settings) -> ArtifactStore:
+    """The configured store, after a probe write (fails before any work with the store named)."""
+    store = await asyncio.to_thread(open_store, settings.store)
+    await asyncio.to_thread(store.check_writable)
+    return store
+
+
+def sweep_job_dirs() -> list[Path]:
+    """Remove temporary job folders left by processes that died (SIGKILL) on this machine."""
+    swept = sweep_stale_dirs(Path(tempfile.gettempdir()), JOB_DIR_PREFIX)
+    if swept:
+        log.info("removed %d job folder(s) left by killed runs: %s", len(swept), ", ".join(p.name for p in swept))
+    return swept
+
+
+@contextlib.asynccontextmanager
+async def open_engine(settings: Settings | None = None, *, preview_root: Path | None = None) -> AsyncIterator[Engine]:
+    """Build everything from ``settings`` (read from the environment when omitted); close it all on exit."""
+    settings = settings or Settings.load()
+    await asyncio.to_thread(sweep_job_dirs)
+    store = await open_store_checked(settings)
+    cpu = CpuRunner()
+    try:
+        async with open_fleet(settings.workers, preview_root=preview_root) as pool:
+            yield Engine(settings=settings, store=store, pool=pool, cpu=cpu)
+    finally:
+        await cpu.aclose()
