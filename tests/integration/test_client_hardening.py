@@ -393,6 +393,22 @@ async def test_deleted_prompt_with_no_evidence_stays_prompt_lost(make_worker: Ma
         assert not isinstance(info.value, PromptDeleted)
 
 
+async def test_websocket_alive_means_the_same_connection_answers_now(preview_worker: PreviewWorker) -> None:
+    async with ComfyClient(preview_worker.url) as client:
+        stream = client.websocket
+        assert await stream.wait_connected(5)
+        first = stream.generation
+        assert await stream.alive(first, 2)
+        preview_worker.faults.drop_ws()
+
+        async def reconnected() -> bool:
+            return stream.connected and stream.generation > first
+
+        await until(reconnected)
+        assert not await stream.alive(first, 2)  # a new connection proves nothing about the old one
+        assert await stream.alive(stream.generation, 2)
+
+
 async def test_restart_after_a_witness_is_still_prompt_lost(make_worker: MakeWorker) -> None:
     """A restart empties history (the witness goes) and closes the socket: a real restart stays PromptLost."""
     worker = await make_worker(latency="fixed:2")

@@ -200,3 +200,40 @@ async def test_cleanup_runs_for_plain_errors_too(client: ComfyClient) -> None:
     assert pool.stopped
     assert scope.report is not None and scope.report.clean
     assert len(scope.report.deleted + scope.report.interrupted) == 1
+
+
+async def test_a_running_prompt_that_finishes_first_is_reported_finished_and_never_interrupted() -> None:
+    """cancel uses ComfyClient.remove: a prompt that ended before its interrupt is not hit, nor anyone else's."""
+    import json
+
+    import httpx
+
+    def item(number: int, pid: str, run: str) -> list[Any]:
+        return [number, pid, {}, {"reelforge": {"job_id": pid, "flow_run_id": run}}, ["2"]]
+
+    # What /queue shows, read after read: A1 (ours) runs; by the time remove() looks, it has finished.
+    queues = [
+        {"queue_running": [item(1, "A1", "A")], "queue_pending": [item(2, "B1", "B")]},
+        {"queue_running": [item(2, "B1", "B")], "queue_pending": []},
+    ]
+    posts: list[tuple[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "POST":
+            posts.append((path, json.loads(request.content or b"null")))
+            return httpx.Response(200)
+        if path == "/queue":
+            return httpx.Response(200, json=queues.pop(0) if len(queues) > 1 else queues[0])
+        if path == "/history/A1":
+            status = {"status_str": "success", "completed": True, "messages": []}
+            out = {"2": {"images": [{"filename": "a1_00001_.png", "subfolder": "", "type": "output"}]}}
+            return httpx.Response(200, json={"A1": {"prompt": [], "outputs": out, "status": status}})
+        return httpx.Response(200, json={})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with ComfyClient("http://w.test:8188", http=http, name="w", use_websocket=False) as mocked:
+        report = await cancel_owned([mocked], "A", interval_s=0.01)
+    assert report.workers[0].finished == ["A1"]
+    assert report.interrupted == [] and report.deleted == [] and report.clean
+    assert posts == []  # no delete, no interrupt: A1 had ended and B1 is somebody else's
