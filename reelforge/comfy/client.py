@@ -396,23 +396,25 @@ class ComfyClient:
             return True
         return self._parse_queue(await self._queue_raw(prompt_id)).position(prompt_id) is not None
 
-    async def remove(self, prompt_id: str, *, settle: float = 0.0) -> Removal:
+    async def remove(self, prompt_id: str, *, settle: float = 0.0, interrupt_running: bool = True) -> Removal:
         """Take one prompt back from this worker and report what was found and done; never raises.
 
         Pending -> ``POST /queue {"delete": [id]}``; running -> ``POST /interrupt {"prompt_id": id}`` (targeted:
-        a worker ignores it once another prompt runs); already finished -> nothing. No other prompt is ever
-        touched. Then the history entry says how it ended and which files it wrote anyway (``outputs``); with
-        ``settle`` > 0 an interrupted prompt is watched up to that many seconds until the worker stores that.
-        A worker that cannot be asked gives what was learnt so far (``found="unknown"`` if nothing) and
-        ``error``.
+        a worker ignores it once another prompt runs), or left running with ``interrupt_running=False`` (to wait
+        for it instead); already finished -> nothing. No other prompt is ever touched. Then the history entry
+        says how it ended and which files it wrote anyway (``outputs``); with ``settle`` > 0 an interrupted
+        prompt is watched up to that many seconds until the worker stores that. A worker that cannot be asked
+        gives what was learnt so far (``found="unknown"`` if nothing) and ``error``.
         """
-        removal, _ = await self._take_back(prompt_id, settle)
+        removal, _ = await self._take_back(prompt_id, settle, interrupt_running=interrupt_running)
         return removal
 
     async def _position(self, prompt_id: str) -> Literal["running", "pending"] | None:
         return self._parse_queue(await self._queue_raw(prompt_id)).position(prompt_id)
 
-    async def _take_back(self, prompt_id: str, settle: float) -> tuple[Removal, dict[str, Any] | None]:
+    async def _take_back(
+        self, prompt_id: str, settle: float, *, interrupt_running: bool = True
+    ) -> tuple[Removal, dict[str, Any] | None]:
         """``remove``, also returning the history entry it read (None if none)."""
         found: Literal["pending", "running", "finished", "unknown"] | None = None
         action: Literal["deleted", "interrupted", "nothing"] = "nothing"
@@ -433,6 +435,10 @@ class ComfyClient:
                     action, error = "nothing", "still pending after the delete"
             if pos == "running":
                 found = "running"
+                if not interrupt_running:
+                    # Left running for the caller to wait on (a delete sent just before came too late).
+                    removal = Removal(prompt_id=prompt_id, worker=self.name, found="running", action="nothing")
+                    return removal, None
                 await self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, prompt_id=prompt_id)
                 action = "interrupted"
             if entry is None and pos != "pending":

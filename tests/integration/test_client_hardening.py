@@ -557,6 +557,10 @@ async def test_remove_reports_what_it_found_and_did(make_worker: MakeWorker) -> 
         assert (pending.found, pending.action, pending.ended, pending.outputs) == ("pending", "deleted", None, [])
         assert await position(client, keep) == "pending"
 
+        left = await client.remove(running_id, interrupt_running=False)  # e.g. the pool, to wait for it
+        assert (left.found, left.action) == ("running", "nothing")
+        assert await position(client, running_id) == "running"
+
         running = await client.remove(running_id, settle=5)
         assert (running.found, running.action, running.ended) == ("running", "interrupted", "interrupted")
         assert running.outputs == []
