@@ -16,6 +16,7 @@ import heapq
 import json
 import logging
 import math
+import random
 import struct
 import threading
 import time
@@ -49,6 +50,25 @@ QueueItem = tuple[Any, str, dict[str, Any], dict[str, Any], list[str]]
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def unordered(executed: list[str]) -> list[str]:
+    """The ``executed`` ids of ``execution_interrupted`` / ``execution_error`` in no order a client may rely on.
+
+    ComfyUI sends ``list()`` of a set (hash order, e.g. ``["4", "1", "2", "3"]`` in c.5); the preview shuffles,
+    and never returns the execution order itself when there are two or more, so a client relying on it fails
+    here rather than by chance on a GPU worker.
+    """
+    shuffled = random.sample(executed, len(executed))
+    if len(shuffled) > 1 and shuffled == executed:
+        shuffled = shuffled[1:] + shuffled[:1]
+    return shuffled
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, list) and any(_has_nan(v) for v in value)
 
 
 def format_value(x: Any) -> Any:
@@ -486,7 +506,12 @@ class Executor:
                 self.hub.send(event, data, client_id)
 
         add_message("execution_start", {"prompt_id": prompt_id}, broadcast=False)
-        signatures = await asyncio.to_thread(self._signatures, prompt)
+        signatures, is_changed = await asyncio.to_thread(self._signatures, prompt)
+        # Save nodes embed the prompt as execution left it: with ``is_changed`` on fingerprinted nodes
+        # (ComfyUI mutates its prompt dict); history keeps the graph as queued.
+        embedded = copy.deepcopy(prompt)
+        for node_id, value in is_changed.items():
+            embedded[node_id].setdefault("is_changed", value)
         wanted = set(signatures.values())
         self._cache = {sig: e for sig, e in self._cache.items() if sig in wanted}
         values: dict[str, tuple[Any, ...]] = {}
@@ -520,7 +545,7 @@ class Executor:
                     plan.complete(node_id)
                     continue
                 await self._run_node(
-                    prompt_id, prompt, extra_data, node_id, signatures[node_id], values, progress, to_run
+                    prompt_id, embedded, extra_data, node_id, signatures[node_id], values, progress, to_run
                 )
                 executed.append(node_id)
                 plan.complete(node_id)
@@ -533,7 +558,7 @@ class Executor:
                     "prompt_id": prompt_id,
                     "node_id": node_id,
                     "node_type": prompt[node_id]["class_type"],
-                    "executed": list(executed),
+                    "executed": unordered(executed),
                 },
                 broadcast=True,
             )
@@ -714,7 +739,7 @@ class Executor:
                 "prompt_id": prompt_id,
                 "node_id": failure.node_id,
                 "node_type": prompt[failure.node_id]["class_type"],
-                "executed": list(executed),
+                "executed": unordered(executed),
                 "exception_message": "Dependency cycle detected",
                 "exception_type": "graph.DependencyCycleError",
                 "traceback": [],
@@ -729,7 +754,7 @@ class Executor:
             "prompt_id": prompt_id,
             "node_id": failure.node_id,
             "node_type": prompt[failure.node_id]["class_type"],
-            "executed": list(executed),
+            "executed": unordered(executed),
             "exception_message": f"{ex}\n",
             "exception_type": full_type_name(type(ex)),
             "traceback": traceback.format_tb(ex.__traceback__),
@@ -738,13 +763,16 @@ class Executor:
         }
 
     # ---- cache signatures -----------------------------------------------------------------------
-    def _signatures(self, prompt: dict[str, Any]) -> dict[str, str]:
-        """Input signature per node: class, fingerprint, literal inputs and ancestors' signatures.
+    def _signatures(self, prompt: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """Input signature per node (class, ``is_changed``, literal inputs, ancestors' signatures) and the
+        ``is_changed`` value of each node whose class has a fingerprint (ComfyUI's ``IsChangedCache``).
 
-        Node ids are not part of it, so the same sub-graph under new ids hits the cache. Runs in a thread
-        (fingerprints may hash input files).
+        Node ids are not part of a signature, so the same sub-graph under new ids hits the cache. A node that
+        arrives with an ``is_changed`` key keeps it instead of being fingerprinted (ComfyUI's rule, so a prompt
+        copied from a PNG's metadata carries the old file hash). Runs in a thread (fingerprints hash files).
         """
         sigs: dict[str, str] = {}
+        changed: dict[str, Any] = {}
         visiting: set[str] = set()
 
         def sig(node_id: str) -> str:
@@ -761,14 +789,21 @@ class Executor:
             raw = raw if isinstance(raw, dict) else {}
             parts: list[Any] = [class_type]
             if cls is not None and cls.fingerprint is not None:
-                literals = {k: v for k, v in raw.items() if not is_link(v)}
-                try:
-                    fp = cls.fingerprint(self.dirs, literals)
-                except Exception:
-                    fp = math.nan
-                if isinstance(fp, float) and math.isnan(fp):
-                    fp = "nan:" + uuid.uuid4().hex  # NaN != NaN: always re-run
-                parts.append(repr(fp))
+                if "is_changed" in node:
+                    value = node["is_changed"]
+                else:
+                    literals = {k: v for k, v in raw.items() if not is_link(v)}
+                    try:
+                        fp = cls.fingerprint(self.dirs, literals)
+                    except Exception:
+                        fp = math.nan
+                    # ComfyUI stores a failed IS_CHANGED as a bare NaN, a result as a list (one per input list).
+                    value = fp if isinstance(fp, float) and math.isnan(fp) else [fp]
+                changed[node_id] = value
+                if _has_nan(value):
+                    parts.append("nan:" + uuid.uuid4().hex)  # NaN != NaN: always re-run
+                else:
+                    parts.append(repr(value))
             for name in sorted(raw):
                 value = raw[name]
                 if is_link(value):
@@ -782,4 +817,4 @@ class Executor:
 
         for node_id in prompt:
             sig(node_id)
-        return sigs
+        return sigs, changed

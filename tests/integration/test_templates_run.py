@@ -14,10 +14,10 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from reelforge.comfy.client import ComfyClient
-from reelforge.comfy.collect import run_template
 from reelforge.comfy.datasets import upload_captioned_folder
 from reelforge.comfy.errors import NoEligibleWorker
 from reelforge.comfy.pool import WorkerPool
+from reelforge.jobs import run_template
 from reelforge.media.probe import probe
 from reelforge.preview.server import PreviewWorker
 from reelforge.templates.template import Template, load_all, validate_on_worker
@@ -106,7 +106,7 @@ async def test_template_runs_on_the_preview_worker(name: str, tmp_path: Path) ->
             if output.kind == "lora":
                 _check_lora(root, bound)
                 continue
-            files = record.by_node.get(output.node_id, [])
+            files = [f.path for f in record.files if f.node_id == output.node_id]
             assert files, f"{name}: no {output.kind} output from node {output.node_id} ({output.title})"
             _check_media(output.kind, files[0], params, template)
 
@@ -163,7 +163,7 @@ async def test_routing_skips_a_worker_without_the_model_file(tmp_path: Path) -> 
                 await run_template(pool, template, {**params, "seed": i}, job_id=f"j{i}", dest_dir=tmp_path / "o")
                 for i in range(3)
             ]
-        assert {r.worker for r in records} == {"full"}
+        assert {r.result.worker for r in records} == {"full"}
         async with WorkerPool([b]) as only_lacking:
             with pytest.raises(NoEligibleWorker) as info:
                 await run_template(only_lacking, template, params, job_id="x", dest_dir=tmp_path / "o")

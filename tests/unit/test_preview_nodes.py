@@ -327,3 +327,81 @@ def test_save_video_without_audio_and_interrupt(reg: NodeRegistry, dirs: WorkerD
     with pytest.raises(FFmpegError):  # libx264 refuses odd sizes (yuv420p), as in ComfyUI
         call(reg, "SaveVideo", dirs, video=odd, filename_prefix="clip")
     assert sorted(p.name for p in dirs.output.iterdir()) == ["clip_00001_.mp4"]
+
+
+# -- details where the preview follows ComfyUI 0.3.64's own encoders and progress bars ---------------------
+
+
+def audio_stream_line(path: Path) -> str:
+    """ffmpeg's summary of the file's audio stream (codec, rate, layout, sample format, bit rate)."""
+    stderr = run_ffmpeg(["-i", str(path)], check=False).stderr.decode()
+    (line,) = [line.strip() for line in stderr.splitlines() if "Audio:" in line]
+    return line
+
+
+def test_save_nodes_emit_no_progress(reg: NodeRegistry, dirs: WorkerDirs) -> None:
+    seen: list[tuple[float, float]] = []
+    ctx = ctx_for(dirs, progress=lambda v, m: seen.append((v, m)))
+    call(reg, "SaveImage", dirs, ctx, images=empty(reg, dirs, batch=3), filename_prefix="batch")
+    wave = np.zeros((2, 1, 2400), dtype=np.float32)
+    call(reg, "SaveAudio", dirs, ctx, audio={"waveform": wave, "sample_rate": 24000}, filename_prefix="a")
+    assert seen == []  # ComfyUI's SaveImage / SaveAudio have no progress bar
+    assert len(list(dirs.output.glob("batch_*.png"))) == 3 and len(list(dirs.output.glob("a_*.flac"))) == 2
+
+
+def test_save_audio_writes_16_bit_flac(reg: NodeRegistry, dirs: WorkerDirs) -> None:
+    t = np.arange(4800, dtype=np.float32) / 48000
+    wave = (0.5 * np.sin(2 * np.pi * 440 * t))[None, None]
+    call(reg, "SaveAudio", dirs, audio={"waveform": wave, "sample_rate": 48000}, filename_prefix="bits")
+    line = audio_stream_line(dirs.output / "bits_00001_.flac")
+    assert re.search(r"flac, 48000 Hz, mono, s16\b", line), line
+    back = call(reg, "LoadAudio", dirs, audio="bits_00001_.flac [output]").outputs[0]["waveform"]
+    assert np.allclose(back, wave, atol=1 / 32767)  # 16-bit quantisation, nothing worse
+
+
+def test_save_video_aac_track_is_stereo_at_pyav_default_rate(reg: NodeRegistry, dirs: WorkerDirs) -> None:
+    rate = 24000
+    t = np.arange(rate * 2, dtype=np.float32) / rate
+    rng = np.random.default_rng(1)
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    speechy = np.sin(2 * np.pi * 180 * t) * envelope + 0.05 * rng.standard_normal(t.size)
+    audio = {"waveform": (0.4 * speechy).astype(np.float32)[None, None], "sample_rate": rate}  # mono in
+    frames = np.zeros((16, 32, 32, 3), dtype=np.float32)
+    (video,) = call(reg, "CreateVideo", dirs, images=frames, fps=8.0, audio=audio).outputs
+    call(reg, "SaveVideo", dirs, video=video, filename_prefix="talk", format="mp4", codec="h264")
+    line = audio_stream_line(dirs.output / "talk_00001_.mp4")
+    assert re.search(r"aac \(LC\).*, 24000 Hz, stereo, fltp, \d+ kb/s", line), line
+    rate_match = re.search(r"(\d+) kb/s", line)
+    assert rate_match is not None
+    # ComfyUI measured ~80 kb/s (stereo, 128k nominal); the old mono track at 69k nominal gave ~51-67 kb/s.
+    assert 70 <= int(rate_match.group(1)) <= 130, line
+    back = call(reg, "LoadAudio", dirs, audio="talk_00001_.mp4 [output]").outputs[0]["waveform"]
+    assert back.shape[1] == 2 and np.corrcoef(back[0, 0], back[0, 1])[0, 1] > 0.99  # mono duplicated
+
+
+def test_upscale_with_model_reports_one_progress_step_per_tile(reg: NodeRegistry, dirs: WorkerDirs) -> None:
+    from reelforge.preview.nodes.upscale import tiled_scale_steps
+    from reelforge.preview.values import UpscaleModel
+
+    assert tiled_scale_steps(512, 512) == 1
+    assert tiled_scale_steps(1024, 600) == 3 * 2  # ceil((1024-32)/480) columns, ceil((600-32)/480) rows
+    seen: list[tuple[float, float]] = []
+    ctx = ctx_for(dirs, progress=lambda v, m: seen.append((v, m)))
+    image = np.zeros((2, 600, 1024, 3), dtype=np.float32)
+    model = UpscaleModel("x2.pth", 2)
+    (out,) = call(reg, "ImageUpscaleWithModel", dirs, ctx, upscale_model=model, image=image).outputs
+    assert out.shape == (2, 1200, 2048, 3)
+    assert seen == [(float(i), 12.0) for i in range(1, 13)]
+
+    def interrupt(value: float, total: float) -> None:
+        raise NodeInterrupted()
+
+    with pytest.raises(NodeInterrupted):  # the progress hook is where an interrupt lands, mid-node
+        call(
+            reg,
+            "ImageUpscaleWithModel",
+            dirs,
+            ctx_for(dirs, progress=interrupt),
+            upscale_model=UpscaleModel("x4.pth"),
+            image=image[:1, :64, :64],
+        )

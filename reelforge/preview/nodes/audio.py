@@ -1,4 +1,4 @@
-"""Audio nodes: LoadAudio (any audio/video file, decoded with ffmpeg), SaveAudio (FLAC)."""
+"""Audio nodes: LoadAudio (any audio/video file, decoded with ffmpeg), SaveAudio (16-bit FLAC)."""
 
 from __future__ import annotations
 
@@ -99,10 +99,10 @@ def save_audio(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     batch = np.asarray(audio["waveform"], dtype=np.float32)
     metadata = file_metadata(ctx)
     results: list[dict[str, Any]] = []
-    for batch_number, waveform in enumerate(batch):
-        if len(batch) > 1:
-            ctx.progress(batch_number, len(batch))
+    for batch_number, waveform in enumerate(batch):  # no progress events: ComfyUI's SaveAudio has none
         path, filename, subfolder = next_output_path(ctx.dirs.output, prefix, "flac", batch_num=batch_number)
-        encode_audio_file(waveform, sample_rate, path, codec_args=["-c:a", "flac"], metadata=metadata)
+        # 16-bit like ComfyUI (PyAV's flac stream takes the encoder's first sample format, s16).
+        codec_args = ["-c:a", "flac", "-sample_fmt", "s16"]
+        encode_audio_file(waveform, sample_rate, path, codec_args=codec_args, metadata=metadata)
         results.append({"filename": filename, "subfolder": subfolder, "type": "output"})
     return NodeResult(outputs=(), ui={"audio": results})

@@ -174,16 +174,16 @@ def save_images(
     kind: str,
     compress_level: int,
 ) -> NodeResult:
-    """ComfyUI's ``SaveImage.save_images``: one PNG per batch item, counter continuing over the batch."""
+    """ComfyUI's ``SaveImage.save_images``: one PNG per batch item, counter continuing over the batch.
+
+    No ``progress`` events (ComfyUI's save nodes have no progress bar), so no interrupt inside the batch either.
+    """
     base = ctx.dirs.for_type(kind)
     assert base is not None
     images = np.asarray(images)
     height, width = int(images.shape[1]), int(images.shape[2])
     results: list[dict[str, Any]] = []
-    total = len(images)
     for batch_number, image in enumerate(images):
-        if total > 1:
-            ctx.progress(batch_number, total)
         img = Image.fromarray(to_uint8(image))
         metadata = PngInfo()
         if ctx.prompt is not None:

@@ -1,4 +1,4 @@
-"""Video nodes: CreateVideo (images + fps + optional audio -> VIDEO), SaveVideo (mp4, h264 yuv420p, AAC)."""
+"""Video nodes: CreateVideo (images + fps + optional audio -> VIDEO), SaveVideo (mp4, h264 yuv420p, stereo AAC)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def create_video(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
 
 
 def save_video_file(ctx: ExecContext, video: Video, path: Path, metadata: dict[str, str]) -> None:
-    """Write ``video`` as mp4 (libx264 yuv420p, AAC audio if any) with container metadata tags.
+    """Write ``video`` as mp4 (libx264 yuv420p, stereo AAC audio if any) with container metadata tags.
 
     Audio is cut to ``ceil(sample_rate / fps * frames)`` samples, like ComfyUI's
     ``VideoFromComponents.save_to``.
@@ -66,7 +66,8 @@ def save_video_file(ctx: ExecContext, video: Video, path: Path, metadata: dict[s
                     raw, sample_rate=sample_rate, channels=int(waveform.shape[0])
                 )
                 map_args += ["-map", "1:a:0"]
-                audio_args = ["-c:a", "aac"]
+                # ComfyUI's add_stream("aac") takes PyAV's defaults: stereo (mono is duplicated), 128 kb/s.
+                audio_args = ["-c:a", "aac", "-ac", "2", "-b:a", "128k"]
         encode_raw_video(
             frame_iter(),
             width=width,
