@@ -170,7 +170,7 @@ def templates_validate(
     for problem in problems:
         typer.echo(str(problem))
     if problems:
-        typer.echo(f"{len(bad)} of {len(chosen)} templates failed ({len(problems)} problems)", err=True)
+        typer.echo(f"{len(bad)} of {len(chosen)} templates failed ({_plural(len(problems), 'problem')})", err=True)
         raise typer.Exit(1)
 
 
