@@ -188,18 +188,22 @@ async def _phash(stages: StageRunner, image: StageRecord, place: str, job_id: st
 
 def print_summary(result: CharacterResult, console: Console) -> None:
     """The table ``reelforge run character`` and ``make demo`` print: one row per stage, then the totals."""
-    table = Table(title=f"{result.name} v{result.version} ({result.family})")
-    for column in ("job", "stage", "worker", "GPU s", "cost", "status", "output"):
-        table.add_column(column)
+    table = Table(title=f"{result.name} v{result.version} ({result.family})", title_justify="left")
+    for column in ("job", "stage", "worker", "GPU s", "status", "output"):
+        table.add_column(column, overflow="fold")
+    prefix = f"{result.slug}-v{result.version}-"
     for row in result.jobs:
+        output = str(row["outputs"]).split(",")[0]
         table.add_row(
-            str(row["job"]), str(row["stage"]), str(row["worker"]), f"{row['gpu_seconds']:.2f}",
-            f"{row['cost']:.4f}", str(row["status"]), str(row["outputs"]),
+            str(row["job"]).removeprefix(prefix), str(row["stage"]).removeprefix("character_"), str(row["worker"]),
+            f"{row['gpu_seconds']:.2f}", str(row["status"]), output.rsplit("/", 1)[-1],
         )
     console.print(table)
     total = result.executed + result.cached
     console.print(
         f"{total} stages: {result.executed} executed, {result.cached} cached"
         + (" (everything came from the cache)" if total and result.cached == total else "")
+        + f"; {result.gpu_seconds:.2f} GPU-seconds, cost {result.cost:.4f} in this run"
     )
-    console.print(f"{result.gpu_seconds:.2f} GPU-seconds spent in this run; manifest: {result.manifest_uri}")
+    console.print(f"images: {result.base.uri.rsplit('/', 2)[0]}/", soft_wrap=True)
+    console.print(f"manifest: {result.manifest_uri}", soft_wrap=True)

@@ -23,14 +23,16 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import typer
 import yaml
 from prefect import Flow
 from prefect.client.schemas.objects import State
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.fields import FieldInfo
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reelforge.cli import app
@@ -57,9 +59,10 @@ class FlowCommand:
 def _parameters(flow: Flow[..., Any]) -> type[BaseModel]:
     """A pydantic model of the flow's parameters (types, defaults and Field bounds, as the flow declares them)."""
     fields: dict[str, Any] = {}
+    hints = get_type_hints(flow.fn, include_extras=True)  # resolves `from __future__ import annotations`
     for name, param in inspect.signature(flow.fn).parameters.items():
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[name] = (param.annotation, default)
+        fields[name] = (hints.get(name, Any), default)
     config = ConfigDict(extra="forbid")
     model: type[BaseModel] = create_model(f"{flow.fn.__name__}_parameters", __config__=config, **fields)
     return model
@@ -126,8 +129,7 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
             field,
             inspect.Parameter.KEYWORD_ONLY,
             default=typer.Option(
-                None, _option(field), help=f"{info.description or field} [default: {info.default!r}]",
-                show_default=False,
+                None, _option(field), metavar=_metavar(info.annotation), help=_help(field, info), show_default=False,
             ),
             annotation=str | None,
         )
@@ -148,6 +150,32 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
     run.__doc__ = (inspect.getdoc(flow.fn) or flow.name).split("\n\n")[0]
     run_app.command(name)(run)
     return command
+
+
+def _metavar(annotation: Any) -> str:
+    """What a value looks like: ``female|male|nonbinary`` for a choice, else INT / FLOAT / TEXT / BOOL."""
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    choices = [str(v) for a in args for v in (get_args(a) if get_origin(a) is Literal else ())]
+    if choices:
+        return "|".join(choices)
+    names = {int: "INT", float: "FLOAT", str: "TEXT", bool: "BOOL"}
+    return "/".join(names.get(a, getattr(a, "__name__", "VALUE").upper()) for a in args)
+
+
+def _help(field: str, info: FieldInfo) -> str:
+    """The option's help: its description, bounds and default (rich markup escaped)."""
+    parts = [info.description or field.replace("_", " ")]
+    bounds = []
+    for meta in info.metadata:
+        for name, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("multiple_of", "multiple of")):
+            value = getattr(meta, name, None)
+            if value is not None:
+                bounds.append(f"{sign} {value}")
+    if bounds:
+        parts.append(", ".join(bounds))
+    optional = type(None) in get_args(info.annotation)
+    parts.append(f"default {info.default!r}" + ("; 'none' to leave it unset" if optional else ""))
+    return escape("; ".join(parts))
 
 
 def _coerce_cli(command: FlowCommand, raw: Mapping[str, str]) -> dict[str, Any]:

@@ -504,23 +504,14 @@ class WorkerPool:
         unreachable or no longer has the prompt (a pending copy is deleted first).
         """
         client = worker.client
+        removal = await client.remove(prompt_id, interrupt_running=False)
+        if removal.action == "deleted" or removal.found == "unknown":
+            return None  # it had not started (now deleted there), is gone, or the worker cannot be asked
+        if removal.found == "finished" and removal.ended != "success":
+            return None
+        log.info("prompt %s on %s: %s; waiting for it", prompt_id, worker.name, removal.describe())
         try:
-            queue = await client.get_queue()
-            where = queue.position(prompt_id)
-            if where == "pending":
-                await client.delete_pending([prompt_id])
-                where = (await client.get_queue()).position(prompt_id)
-            if where is None:
-                entry = await client.get_history(prompt_id)
-                if not _history_completed(entry, prompt_id):
-                    return None
-                log.info("prompt %s completed on %s before the failure: using it", prompt_id, worker.name)
-            elif where == "pending":  # could not delete it: let it run and wait for it
-                log.info("prompt %s still pending on %s: waiting for it", prompt_id, worker.name)
-            else:
-                log.info("prompt %s still running on %s: waiting for it", prompt_id, worker.name)
-            remaining = self._remaining(deadline, prompt_id)
-            return await client.wait(prompt_id, timeout=remaining, on_progress=on_progress)
+            return await client.wait(prompt_id, timeout=self._remaining(deadline, prompt_id), on_progress=on_progress)
         except FAILOVER_ERRORS:
             return None
 
@@ -715,12 +706,3 @@ class WorkerPool:
             was_healthy = worker.healthy
             await self._check(worker, full=not was_healthy)
 
-
-def _history_completed(entry: Mapping[str, Any] | None, prompt_id: str) -> bool:
-    """True if a history answer (the entry, or ``{prompt_id: entry}``) says the prompt finished."""
-    if not entry:
-        return False
-    if prompt_id in entry and isinstance(entry[prompt_id], Mapping):
-        entry = entry[prompt_id]
-    status = entry.get("status") if isinstance(entry, Mapping) else None
-    return isinstance(status, Mapping) and bool(status.get("completed"))

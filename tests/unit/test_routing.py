@@ -243,6 +243,15 @@ class FakeClient:
     async def delete_pending(self, ids: list[str]) -> None:
         self._check()
 
+    async def remove(self, prompt_id: str, *, settle: float = 0.0, interrupt_running: bool = True) -> Any:
+        from reelforge.comfy.types import Removal
+
+        if self.down:
+            return Removal(prompt_id=prompt_id, worker=self.name, found="unknown", action="nothing", error="down")
+        if prompt_id in self.history:
+            return Removal(prompt_id=prompt_id, worker=self.name, found="finished", action="nothing", ended="success")
+        return Removal(prompt_id=prompt_id, worker=self.name, found="unknown", action="nothing")
+
     async def aclose(self) -> None:
         pass
 
