@@ -5,11 +5,16 @@ See docs/storage.md. Implementations: ``LocalStore`` (a folder) and ``S3Store`` 
 
 from __future__ import annotations
 
+import builtins
 import mimetypes
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast, get_args, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from reelforge.liveness import Holder
+    from reelforge.storage.versions import VersionInfo
 
 ArtifactKind = Literal["image", "video", "audio", "lora", "json", "text", "file"]
 ARTIFACT_KINDS: tuple[str, ...] = get_args(ArtifactKind)
@@ -114,6 +119,13 @@ class ArtifactStore(Protocol):
 
     def put_json(self, obj: Any, key: str) -> ArtifactRef: ...
 
+    def put_new(
+        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        """Create-if-absent: like ``put_bytes``, but ``StoreConflict`` whenever the key exists, same content or
+        not (a claim: exactly one of several concurrent callers wins)."""
+        ...
+
     def get_file(self, key: str, dest: Path) -> Path: ...
 
     def read_bytes(self, key: str) -> bytes: ...
@@ -127,6 +139,18 @@ class ArtifactStore(Protocol):
     def next_version(self, prefix: str, marker: str = "v") -> int: ...
 
     def ref(self, key: str) -> ArtifactRef: ...
+
+    def check_writable(self) -> None:
+        """Probe write + delete; ``StoreNotWritable`` (``StoreFull``) or ``StoreUnavailable`` naming the cause."""
+        ...
+
+    def reserve_version(self, prefix: str, holder: Holder) -> int:
+        """Atomically claim the next ``<prefix>v<N>/`` (see ``reelforge.storage.versions``)."""
+        ...
+
+    def versions(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[VersionInfo]: ...
+
+    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]: ...
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -5,10 +5,15 @@ type, metadata) so ``ref()`` need not re-hash. Temporary files are hidden (``.na
 target, so the final step is a same-folder ``os.link`` (fails if the key exists: a concurrent writer can never
 clobber) and a reader never sees a partial file. Keys starting with ``.`` are refused, so neither kind of hidden
 file can collide with a key.
+
+Every ``OSError`` is translated at the public methods (``errors.boundary``): disk full -> ``StoreFull``, read-only
+or refused -> ``StoreNotWritable``, ... with the root, key and operation as attributes. A failed write removes
+its temp file and leaves what was stored untouched. Errors of the caller's source stream stay the caller's.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -21,8 +26,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from reelforge.hashing import CHUNK_SIZE, sha256_file
+from reelforge.liveness import Holder
+from reelforge.storage import versions as _versions
 from reelforge.storage.base import ArtifactRef, guess_media, json_bytes
-from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, UnsafeKey
+from reelforge.storage.errors import (
+    ArtifactMissing,
+    StoreConflict,
+    StoreError,
+    StoreNotWritable,
+    UnsafeKey,
+    boundary,
+)
 from reelforge.storage.keys import check_key, check_prefix, version_number
 
 META_DIR = ".meta"
@@ -35,11 +49,15 @@ class LocalStore:
 
     def __init__(self, root: Path | str) -> None:
         path = Path(root).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
-        self.root = path.resolve()
+        with boundary("open", None, store=str(path)):
+            path.mkdir(parents=True, exist_ok=True)
+            self.root = path.resolve()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
+
+    def _boundary(self, operation: str, key: str | None) -> contextlib.AbstractContextManager[None]:
+        return boundary(operation, key, store=str(self.root))
 
     # -- paths ---------------------------------------------------------------------------------------------
 
@@ -72,13 +90,19 @@ class LocalStore:
         metadata: dict[str, Any] | None = None,
         sha256: str | None = None,
     ) -> ArtifactRef:
-        with open(path, "rb") as source:
+        with open(path, "rb") as source:  # the caller's file: its errors stay plain OSError
             return self.put_stream(source, key, kind=kind, metadata=metadata, expected_sha256=sha256)
 
     def put_bytes(
         self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
     ) -> ArtifactRef:
         return self.put_stream(io.BytesIO(data), key, kind=kind, metadata=metadata)
+
+    def put_new(
+        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        """Create-if-absent: ``StoreConflict`` when ``key`` exists, whatever its content."""
+        return self.put_stream(io.BytesIO(data), key, kind=kind, metadata=metadata, exclusive=True)
 
     def put_json(self, obj: Any, key: str) -> ArtifactRef:
         return self.put_bytes(json_bytes(obj), key, kind="json")
@@ -91,43 +115,61 @@ class LocalStore:
         kind: str | None = None,
         metadata: dict[str, Any] | None = None,
         expected_sha256: str | None = None,
+        exclusive: bool = False,
     ) -> ArtifactRef:
-        """Copy a readable binary stream under ``key`` (hashing while copying); the core of every put."""
-        target = self.path_for(key)
-        media_type, kind_ = guess_media(key, kind)
-        meta = dict(metadata or {})
-        json.dumps(meta)  # metadata must be JSON (it is stored as JSON), fail before writing anything
-        self._make_parent(target, key)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:100]}.", suffix=".tmp")
+        """Copy a readable binary stream under ``key`` (hashing while copying); the core of every put.
+
+        ``exclusive``: an existing key is a ``StoreConflict`` even with the same content (``put_new``).
+        """
+        with self._boundary("put", key):
+            target = self.path_for(key)
+            media_type, kind_ = guess_media(key, kind)
+            meta = dict(metadata or {})
+            json.dumps(meta)  # metadata must be JSON (it is stored as JSON), fail before writing anything
+            self._make_parent(target, key)
+            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:100]}.", suffix=".tmp")
         tmp = Path(tmp_name)
         try:
             digest = hashlib.sha256()
             size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(CHUNK_SIZE):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            if expected_sha256 is not None and sha != expected_sha256:
-                raise StoreError(
-                    f"{key}: the source's sha256 is {sha}, not {expected_sha256} as the caller said (changed?)"
+            while chunk := source.read(CHUNK_SIZE):  # outside the boundary: the source's errors are the caller's
+                digest.update(chunk)
+                size += len(chunk)
+                with self._boundary("put", key):
+                    _write_all(fd, chunk)
+            with self._boundary("put", key):
+                os.fsync(fd)
+                closing, fd = fd, -1  # closed once, even if close itself fails (NFS reports errors there)
+                os.close(closing)
+                sha = digest.hexdigest()
+                if expected_sha256 is not None and sha != expected_sha256:
+                    raise StoreError(
+                        f"{key}: the source's sha256 is {sha}, not {expected_sha256} as the caller said (changed?)"
+                    )
+                new = ArtifactRef(
+                    key=key,
+                    uri=target.as_uri(),
+                    sha256=sha,
+                    size=size,
+                    media_type=media_type,
+                    kind=kind_,
+                    metadata=meta,
                 )
-            new = ArtifactRef(
-                key=key, uri=target.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind_, metadata=meta
-            )
-            if not self._publish(tmp, target):
-                return self._existing(target, key, new)
-            _fsync_dir(target.parent)
+                if not self._publish(tmp, target, exclusive=exclusive):
+                    if exclusive:
+                        raise StoreConflict(f"{key!r} already exists in {self.root}")
+                    return self._existing(target, key, new)
+                _fsync_dir(target.parent)
         finally:
+            if fd >= 0:
+                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        self._write_meta(new)
+        with self._boundary("put", key):
+            self._write_meta(new)
         return new
 
-    def _publish(self, tmp: Path, target: Path) -> bool:
+    def _publish(self, tmp: Path, target: Path, *, exclusive: bool = False) -> bool:
         """Make ``tmp`` visible as ``target``; False when ``target`` already exists (nothing changed)."""
         try:
             os.link(tmp, target)
@@ -137,6 +179,15 @@ class LocalStore:
         except OSError as exc:
             if exc.errno not in _NO_LINK_ERRNOS:
                 raise
+        if exclusive:
+            # No hard links: claim the name with O_EXCL, then fill it by rename (a reader may see it empty
+            # for that moment; reservations read as unreadable are treated as abandoned, see versions.py).
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
+                return False
+            os.replace(tmp, target)
+            return True
         # No hard links here: check-then-rename leaves a small race window between two writers of one key.
         if target.exists():
             return False
@@ -187,20 +238,23 @@ class LocalStore:
         return path
 
     def ref(self, key: str) -> ArtifactRef:
-        path = self._existing_path(key)
-        size = path.stat().st_size
-        stored = self._read_meta(key, size)
-        if stored is not None:
-            return stored
-        sha, size = sha256_file(path)
-        media_type, kind = guess_media(key)
-        return ArtifactRef(key=key, uri=path.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind)
+        with self._boundary("ref", key):
+            path = self._existing_path(key)
+            size = path.stat().st_size
+            stored = self._read_meta(key, size)
+            if stored is not None:
+                return stored
+            sha, size = sha256_file(path)
+            media_type, kind = guess_media(key)
+            return ArtifactRef(key=key, uri=path.as_uri(), sha256=sha, size=size, media_type=media_type, kind=kind)
 
     def exists(self, key: str) -> bool:
-        return self.path_for(key).is_file()
+        with self._boundary("exists", key):
+            return self.path_for(key).is_file()
 
     def read_bytes(self, key: str) -> bytes:
-        return self._existing_path(key).read_bytes()
+        with self._boundary("read", key):
+            return self._existing_path(key).read_bytes()
 
     def get_file(self, key: str, dest: Path, *, verify: bool = False) -> Path:
         """Copy to ``dest`` through a hidden temp file and a rename, so ``dest`` is never partial.
@@ -208,31 +262,37 @@ class LocalStore:
         ``verify=True`` hashes while copying and checks the recorded sha256; otherwise the copy is the kernel's
         (``shutil.copyfile``, several times faster than any copy through Python).
         """
-        source = self._existing_path(key)
-        expected = self._read_meta(key, source.stat().st_size) if verify else None
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:100]}.", suffix=".part")
-        os.close(fd)
-        try:
-            if verify:
-                sha, _ = _copy_hashing(source, Path(tmp_name))
-                if sha != (expected.sha256 if expected is not None else self.ref(key).sha256):
-                    raise StoreError(f"{key!r} in {self.root} does not match its recorded sha256 (corrupted?)")
-            else:
-                shutil.copyfile(source, tmp_name)
-            os.replace(tmp_name, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
-            raise
+        with self._boundary("get", key):
+            source = self._existing_path(key)
+            expected = self._read_meta(key, source.stat().st_size) if verify else None
+            dest = Path(dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:100]}.", suffix=".part")
+            os.close(fd)
+            try:
+                if verify:
+                    sha, _ = _copy_hashing(source, Path(tmp_name))
+                    if sha != (expected.sha256 if expected is not None else self.ref(key).sha256):
+                        raise StoreError(f"{key!r} in {self.root} does not match its recorded sha256 (corrupted?)")
+                else:
+                    shutil.copyfile(source, tmp_name)
+                os.replace(tmp_name, dest)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
+                raise
         return dest
 
     def url(self, key: str, *, expires_s: int | None = None) -> str:
         """The absolute file path (``expires_s`` is ignored)."""
-        return str(self._existing_path(key))
+        with self._boundary("url", key):
+            return str(self._existing_path(key))
 
     def list(self, prefix: str = "") -> list[str]:
+        with self._boundary("list", prefix or None):
+            return self._list(prefix)
+
+    def _list(self, prefix: str) -> builtins.list[str]:
         check_prefix(prefix)
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self._inside(self.root / folder, prefix) if folder else self.root
@@ -252,13 +312,49 @@ class LocalStore:
 
     def next_version(self, prefix: str, marker: str = "v") -> int:
         """1 + the highest ``<marker><N>`` folder directly under ``prefix`` (1 when there is none)."""
-        check_prefix(prefix)
-        folder = prefix.rstrip("/")
-        base = self._inside(self.root / folder, prefix) if folder else self.root
-        if not base.is_dir():
-            return 1
-        numbers = [version_number(entry.name, marker) for entry in base.iterdir() if entry.is_dir()]
-        return max((n for n in numbers if n is not None), default=0) + 1
+        with self._boundary("next_version", prefix or None):
+            check_prefix(prefix)
+            folder = prefix.rstrip("/")
+            base = self._inside(self.root / folder, prefix) if folder else self.root
+            if not base.is_dir():
+                return 1
+            numbers = [version_number(entry.name, marker) for entry in base.iterdir() if entry.is_dir()]
+            return max((n for n in numbers if n is not None), default=0) + 1
+
+    # -- versions and probes (reelforge.storage.versions) --------------------------------------------------
+
+    def reserve_version(self, prefix: str, holder: Holder) -> int:
+        """Claim the next ``<prefix>v<N>/`` by creating its ``reservation.json`` (a hard link: atomic)."""
+        with self._boundary("reserve", prefix or None):
+            return _versions.reserve_version(self, prefix, holder)
+
+    def versions(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[_versions.VersionInfo]:
+        with self._boundary("versions", prefix or None):
+            return _versions.versions(self, prefix, max_age_s=max_age_s)
+
+    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]:
+        with self._boundary("mark_abandoned", prefix or None):
+            return _versions.mark_abandoned(self, prefix, max_age_s=max_age_s)
+
+    def check_writable(self) -> None:
+        """Write, fsync and delete a hidden probe file in the root; raise ``StoreNotWritable`` / ``StoreFull``."""
+        with self._boundary("check_writable", None):
+            if not self.root.is_dir():
+                raise StoreNotWritable(f"the store root {self.root} is missing or not a folder")
+            fd, name = tempfile.mkstemp(dir=self.root, prefix=".probe-", suffix=".tmp")
+            try:
+                _write_all(fd, b"reelforge write probe\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:

@@ -16,18 +16,26 @@
 * ``url()`` is a presigned GET URL; ``get_file`` downloads to a hidden temp file next to ``dest`` and renames
   it (``verify=True``: after checking the sha256).
 
+* ``put_new`` (create-if-absent, the base of ``reserve_version``) is the same conditional PutObject, with any
+  existing object a ``StoreConflict``. ``check_writable`` puts and deletes a probe under ``<prefix>/.reelforge/``
+  (a hidden segment no caller's key can have; ``list`` skips it).
+
 Errors: connection failures, timeouts, 5xx and throttling -> ``StoreUnavailable``; 404 -> ``ArtifactMissing``;
-403 and the rest -> ``StoreError``. Messages name bucket and key, never credentials.
+403 on a write -> ``StoreNotWritable``; a full MinIO (507, ``XMinioStorageFull``) -> ``StoreFull``; 403 on a read
+and the rest -> ``StoreError``. Every error carries ``store`` (``s3://bucket/prefix``), ``bucket``, ``key`` and
+``operation``; messages never contain credentials.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -48,9 +56,20 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
 from reelforge.hashing import CHUNK_SIZE, sha256_file, sha256_stream
+from reelforge.liveness import Holder
 from reelforge.settings import StoreSettings
+from reelforge.storage import versions as _versions
 from reelforge.storage.base import ARTIFACT_KINDS, ArtifactRef, guess_media, json_bytes
-from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, StoreUnavailable
+from reelforge.storage.errors import (
+    WRITE_OPERATIONS,
+    ArtifactMissing,
+    StoreConflict,
+    StoreError,
+    StoreFull,
+    StoreNotWritable,
+    StoreUnavailable,
+    boundary,
+)
 from reelforge.storage.keys import check_key, check_prefix, version_number
 
 MIB = 1024 * 1024
@@ -59,6 +78,9 @@ _TRANSIENT_CODES = frozenset(
     {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling", "RequestTimeTooSkewed"}
 )
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+_FULL_CODES = frozenset({"XMinioStorageFull", "InsufficientStorage"})
+# Store-internal objects (write probes) live under this hidden segment: check_key refuses it in callers' keys.
+INTERNAL_PREFIX = ".reelforge/"
 # User metadata travels in HTTP headers: S3 allows 2 KB for all of them together.
 _MAX_METADATA_BYTES = 1800
 
@@ -126,6 +148,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
+        self.store_uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.client = client if client is not None else boto3.session.Session().client("s3")
         self.presign_expiry_s = presign_expiry_s
         self.conditional_writes = conditional_writes
@@ -168,10 +191,15 @@ class S3Store:
     def _uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._full(key)}"
 
-    def _error(self, exc: Exception, action: str, key: str | None = None) -> StoreError:
+    def _error(self, exc: Exception, action: str, key: str | None, operation: str) -> StoreError:
         full = (f"{self.prefix}/{key}" if self.prefix else key) if key is not None else self.prefix
         where = f"s3://{self.bucket}/{full}"
-        return map_error(exc, f"{action} {where}")
+        return map_error(
+            exc, f"{action} {where}", store=self.store_uri, bucket=self.bucket, key=key, operation=operation
+        )
+
+    def _boundary(self, operation: str, key: str | None) -> contextlib.AbstractContextManager[None]:
+        return boundary(operation, key, store=self.store_uri, bucket=self.bucket)
 
     def _add_if_none_match(self, params: dict[str, Any], **_: Any) -> None:
         if (params.get("Bucket"), params.get("Key")) in self._guarded:
@@ -206,7 +234,7 @@ class S3Store:
             )
         return meta
 
-    def _head(self, key: str) -> ArtifactRef | None:
+    def _head(self, key: str, operation: str) -> ArtifactRef | None:
         """The stored ref, or None when the key does not exist."""
         full = self._full(key)
         try:
@@ -214,14 +242,14 @@ class S3Store:
         except ClientError as exc:
             if _status(exc) == 404:
                 return None
-            raise self._error(exc, "HEAD", key) from exc
+            raise self._error(exc, "HEAD", key, operation) from exc
         except BotoCoreError as exc:
-            raise self._error(exc, "HEAD", key) from exc
+            raise self._error(exc, "HEAD", key, operation) from exc
         meta = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
         media_type, kind = guess_media(key)
         if meta.get("kind") in ARTIFACT_KINDS:
             media_type, kind = guess_media(key, meta["kind"])
-        sha = meta.get("sha256") or self._remote_sha(key)
+        sha = meta.get("sha256") or self._remote_sha(key, operation)
         try:
             extra = json.loads(meta["reelforge-meta"]) if "reelforge-meta" in meta else {}
         except ValueError:
@@ -236,14 +264,14 @@ class S3Store:
             metadata=extra,
         )
 
-    def _remote_sha(self, key: str) -> str:
+    def _remote_sha(self, key: str, operation: str) -> str:
         """Hash an object written by something else (no sha256 metadata), streaming it."""
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
             with contextlib.closing(body):
                 return sha256_stream(body)[0]
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "GET", key) from exc
+            raise self._error(exc, "GET", key, operation) from exc
 
     def _same_or_conflict(self, existing: ArtifactRef, new: ArtifactRef) -> ArtifactRef:
         if existing.sha256 == new.sha256:
@@ -267,7 +295,7 @@ class S3Store:
         full = self._full(key)
         path = Path(path)
         media_type, kind_ = guess_media(key, kind)
-        before = path.stat()
+        before = path.stat()  # the caller's file: its errors stay plain OSError
         # The digest goes into the object's metadata, which S3 fixes when the upload starts: without a digest from
         # the caller this is a full pass over the file before the first byte is sent.
         if sha256 is None:
@@ -286,38 +314,38 @@ class S3Store:
             metadata=dict(metadata or {}),
         )
         extra_args = {"ContentType": media_type, "Metadata": self._s3_metadata(new)}
-        if size >= self.multipart_threshold or not self.conditional_writes:
-            existing = self._head(key)
-            if existing is not None:
-                return self._same_or_conflict(existing, new)
-        try:
-            with self._guard(full), create_transfer_manager(self.client, self.transfer_config) as manager:
-                manager.upload(str(path), self.bucket, full, extra_args=extra_args).result()
-        except ClientError as exc:
-            if _code(exc) in _PRECONDITION_CODES or _status(exc) == 412:
-                return self._after_refusal(new)
-            raise self._error(exc, "upload to", key) from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, "upload to", key) from exc
-        after = path.stat()
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != size:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self.client.delete_object(Bucket=self.bucket, Key=full)
-            raise StoreError(f"{path} changed while it was uploaded to {self._uri(key)}; the upload was removed")
+        with self._boundary("put", key):
+            if size >= self.multipart_threshold or not self.conditional_writes:
+                existing = self._head(key, "put")
+                if existing is not None:
+                    return self._same_or_conflict(existing, new)
+            try:
+                with self._guard(full), create_transfer_manager(self.client, self.transfer_config) as manager:
+                    manager.upload(str(path), self.bucket, full, extra_args=extra_args).result()
+            except ClientError as exc:
+                if _refused(exc):
+                    return self._after_refusal(new)
+                raise self._error(exc, "upload to", key, "put") from exc
+            except BotoCoreError as exc:
+                raise self._error(exc, "upload to", key, "put") from exc
+            after = path.stat()
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != size:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    self.client.delete_object(Bucket=self.bucket, Key=full)
+                raise StoreError(
+                    f"{path} changed while it was uploaded to {self._uri(key)}; the upload was removed", path=str(path)
+                )
         return new
 
     def _after_refusal(self, new: ArtifactRef) -> ArtifactRef:
-        existing = self._head(new.key)
+        existing = self._head(new.key, "put")
         if existing is None:  # 409 ConditionalRequestConflict: a concurrent upload had not finished yet
             raise StoreUnavailable(f"a concurrent upload to {self._uri(new.key)} was in progress; retry")
         return self._same_or_conflict(existing, new)
 
-    def put_bytes(
-        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
-    ) -> ArtifactRef:
-        full = self._full(key)
+    def _bytes_ref(self, data: bytes, key: str, kind: str | None, metadata: dict[str, Any] | None) -> ArtifactRef:
         media_type, kind_ = guess_media(key, kind)
-        new = ArtifactRef(
+        return ArtifactRef(
             key=key,
             uri=self._uri(key),
             sha256=hashlib.sha256(data).hexdigest(),
@@ -326,21 +354,49 @@ class S3Store:
             kind=kind_,
             metadata=dict(metadata or {}),
         )
-        if not self.conditional_writes:
-            existing = self._head(key)
-            if existing is not None:
-                return self._same_or_conflict(existing, new)
+
+    def _put_object(self, new: ArtifactRef, data: bytes) -> bool:
+        """One conditional PutObject; False when S3 refused it because the key exists (or is being written)."""
+        full = self._full(new.key)
         try:
             with self._guard(full):
                 self.client.put_object(
-                    Bucket=self.bucket, Key=full, Body=data, ContentType=media_type, Metadata=self._s3_metadata(new)
+                    Bucket=self.bucket, Key=full, Body=data, ContentType=new.media_type, Metadata=self._s3_metadata(new)
                 )
         except ClientError as exc:
-            if _code(exc) in _PRECONDITION_CODES or _status(exc) == 412:
-                return self._after_refusal(new)
-            raise self._error(exc, "PUT", key) from exc
+            if _refused(exc):
+                return False
+            raise self._error(exc, "PUT", new.key, "put") from exc
         except BotoCoreError as exc:
-            raise self._error(exc, "PUT", key) from exc
+            raise self._error(exc, "PUT", new.key, "put") from exc
+        return True
+
+    def put_bytes(
+        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        with self._boundary("put", key):
+            new = self._bytes_ref(data, key, kind, metadata)
+            if not self.conditional_writes:
+                existing = self._head(key, "put")
+                if existing is not None:
+                    return self._same_or_conflict(existing, new)
+            if not self._put_object(new, data):
+                return self._after_refusal(new)
+        return new
+
+    def put_new(
+        self, data: bytes, key: str, *, kind: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> ArtifactRef:
+        """Create-if-absent: ``StoreConflict`` when ``key`` exists (or another writer is creating it).
+
+        Atomic only with ``conditional_writes`` (``If-None-Match: *``); without, a HEAD first leaves a race window.
+        """
+        with self._boundary("put", key):
+            new = self._bytes_ref(data, key, kind, metadata)
+            if not self.conditional_writes and self._head(key, "put") is not None:
+                raise StoreConflict(f"{self._uri(key)} already exists")
+            if not self._put_object(new, data):
+                raise StoreConflict(f"{self._uri(key)} already exists (or is being created by another writer)")
         return new
 
     def put_json(self, obj: Any, key: str) -> ArtifactRef:
@@ -349,22 +405,25 @@ class S3Store:
     # -- reads ---------------------------------------------------------------------------------------------
 
     def ref(self, key: str) -> ArtifactRef:
-        found = self._head(key)
-        if found is None:
-            raise ArtifactMissing(f"no artifact at {self._uri(key)}")
-        return found
+        with self._boundary("ref", key):
+            found = self._head(key, "ref")
+            if found is None:
+                raise ArtifactMissing(f"no artifact at {self._uri(key)}")
+            return found
 
     def exists(self, key: str) -> bool:
-        return self._head(key) is not None
+        with self._boundary("exists", key):
+            return self._head(key, "exists") is not None
 
     def read_bytes(self, key: str) -> bytes:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
-            with contextlib.closing(body):
-                data: bytes = body.read()
-                return data
-        except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "GET", key) from exc
+        with self._boundary("read", key):
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=self._full(key))["Body"]
+                with contextlib.closing(body):
+                    data: bytes = body.read()
+                    return data
+            except (ClientError, BotoCoreError) as exc:
+                raise self._error(exc, "GET", key, "read") from exc
 
     def get_file(self, key: str, dest: Path, *, verify: bool = False) -> Path:
         """Download to ``dest``: parallel ranged GETs into a hidden temp file next to it, then a rename.
@@ -373,11 +432,14 @@ class S3Store:
         the hash is computed while the parts arrive, see ``_HashingSink``, but it costs CPU: ~0.3 s per 64 MB
         on a core without SHA extensions).
         """
+        with self._boundary("get", key):
+            return self._get_file(key, Path(dest), verify)
+
+    def _get_file(self, key: str, dest: Path, verify: bool) -> Path:
         full = self._full(key)
-        expected = self._head(key) if verify else None
+        expected = self._head(key, "get") if verify else None
         if verify and expected is None:
             raise ArtifactMissing(f"no artifact at {self._uri(key)}")
-        dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:100]}.", suffix=".part")
         try:
@@ -389,7 +451,7 @@ class S3Store:
                         target: Any = sink if sink is not None else tmp_name
                         manager.download(self.bucket, full, target, subscribers=subscribers).result()
                 except (ClientError, BotoCoreError, RetriesExceededError) as exc:
-                    raise self._error(exc, "download", key) from exc
+                    raise self._error(exc, "download", key, "get") from exc
             if sink is not None and expected is not None:
                 sha, size = sink.result()
                 if sha is None:  # writes arrived in an order the sink could not follow: hash the file
@@ -408,17 +470,18 @@ class S3Store:
 
     def url(self, key: str, *, expires_s: int | None = None) -> str:
         """A presigned GET URL (valid ``expires_s``, default ``presign_expiry_s``); does not check existence."""
-        try:
-            url: str = self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": self._full(key)},
-                ExpiresIn=expires_s or self.presign_expiry_s,
-            )
-        except BotoCoreError as exc:
-            raise self._error(exc, "presign", key) from exc
-        return url
+        with self._boundary("url", key):
+            try:
+                url: str = self.client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": self._full(key)},
+                    ExpiresIn=expires_s or self.presign_expiry_s,
+                )
+            except BotoCoreError as exc:
+                raise self._error(exc, "presign", key, "url") from exc
+            return url
 
-    def _list(self, prefix: str, delimiter: str | None = None) -> tuple[list[str], list[str]]:
+    def _list(self, prefix: str, operation: str, delimiter: str | None = None) -> tuple[list[str], list[str]]:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
@@ -431,20 +494,59 @@ class S3Store:
                 keys += [item["Key"][strip:] for item in page.get("Contents", ())]
                 folders += [item["Prefix"][strip:] for item in page.get("CommonPrefixes", ())]
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "list", prefix or None) from exc
+            raise self._error(exc, "list", prefix or None, operation) from exc
         return keys, folders
 
     def list(self, prefix: str = "") -> list[str]:
-        check_prefix(prefix)
-        return sorted(self._list(prefix)[0])
+        with self._boundary("list", prefix or None):
+            check_prefix(prefix)
+            return sorted(k for k in self._list(prefix, "list")[0] if not k.startswith(INTERNAL_PREFIX))
 
     def next_version(self, prefix: str, marker: str = "v") -> int:
         """1 + the highest ``<marker><N>/`` directly under ``prefix`` (1 when there is none)."""
-        check_prefix(prefix)
-        folder = prefix.rstrip("/")
-        _, folders = self._list(f"{folder}/" if folder else "", delimiter="/")
-        numbers = [version_number(f.rstrip("/").rsplit("/", 1)[-1], marker) for f in folders]
-        return max((n for n in numbers if n is not None), default=0) + 1
+        with self._boundary("next_version", prefix or None):
+            check_prefix(prefix)
+            folder = prefix.rstrip("/")
+            _, folders = self._list(f"{folder}/" if folder else "", "next_version", delimiter="/")
+            numbers = [version_number(f.rstrip("/").rsplit("/", 1)[-1], marker) for f in folders]
+            return max((n for n in numbers if n is not None), default=0) + 1
+
+    # -- versions and probes (reelforge.storage.versions) --------------------------------------------------
+
+    def reserve_version(self, prefix: str, holder: Holder) -> int:
+        """Claim the next ``<prefix>v<N>/`` by creating its ``reservation.json`` with ``If-None-Match: *``."""
+        with self._boundary("reserve", prefix or None):
+            return _versions.reserve_version(self, prefix, holder)
+
+    def versions(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[_versions.VersionInfo]:
+        with self._boundary("versions", prefix or None):
+            return _versions.versions(self, prefix, max_age_s=max_age_s)
+
+    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]:
+        with self._boundary("mark_abandoned", prefix or None):
+            return _versions.mark_abandoned(self, prefix, max_age_s=max_age_s)
+
+    def check_writable(self) -> None:
+        """Put and delete a probe object under ``<prefix>/.reelforge/`` (an internal key, past ``check_key``).
+
+        Raises ``StoreNotWritable`` (403, no bucket, ...; ``StoreFull`` for a full MinIO) or ``StoreUnavailable``.
+        A refused delete is ignored: write-once buckets often deny ``s3:DeleteObject``, and the probe is hidden.
+        """
+        name = f"{INTERNAL_PREFIX}probe-{uuid.uuid4().hex}"
+        full = f"{self.prefix}/{name}" if self.prefix else name
+        where = f"s3://{self.bucket}/{full}"
+        with self._boundary("check_writable", None):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=b"reelforge write probe\n")
+            except (ClientError, BotoCoreError) as exc:
+                error = map_error(
+                    exc, f"probe PUT {where}", store=self.store_uri, bucket=self.bucket, operation="check_writable"
+                )
+                if isinstance(error, StoreUnavailable | StoreNotWritable):
+                    raise error from exc
+                raise StoreNotWritable(error.message) from exc
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.delete_object(Bucket=self.bucket, Key=full)
 
 
 class _KnownSize(BaseSubscriber):  # type: ignore[misc]
@@ -527,23 +629,42 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def map_error(exc: Exception, what: str) -> StoreError:
+def _refused(exc: ClientError) -> bool:
+    """S3 refused a conditional write: the key exists (412) or another writer is completing it (409)."""
+    return _code(exc) in _PRECONDITION_CODES or _status(exc) == 412
+
+
+def map_error(
+    exc: Exception,
+    what: str,
+    *,
+    store: str | None = None,
+    bucket: str | None = None,
+    key: str | None = None,
+    operation: str | None = None,
+) -> StoreError:
     """A botocore / s3transfer exception as a ``StoreError``; ``what`` names the action and object."""
+    context: dict[str, Any] = {"store": store, "bucket": bucket, "key": key, "operation": operation}
     if isinstance(exc, ClientError):
         status, code = _status(exc), _code(exc)
         message = str(exc.response.get("Error", {}).get("Message", ""))[:200]
+        if status == 507 or code in _FULL_CODES:
+            return StoreFull(f"{what}: the storage server is full ({code or status})", **context)
         if status >= 500 or code in _TRANSIENT_CODES:
-            return StoreUnavailable(f"S3 unavailable ({code or status}) during {what}; retry later")
+            return StoreUnavailable(f"S3 unavailable ({code or status}) during {what}; retry later", **context)
         if code == "NoSuchBucket":
-            return StoreError(f"{what}: the bucket does not exist")
+            return StoreError(f"{what}: the bucket does not exist", **context)
         if status == 404 or code in ("NoSuchKey", "NotFound", "404"):
-            return ArtifactMissing(f"{what}: not found")
+            return ArtifactMissing(f"{what}: not found", **context)
         if status == 403:  # no server message: signature errors echo the access key id
-            return StoreError(f"{what}: access denied ({code or 403}); check the credentials and bucket policy")
+            error = StoreNotWritable if operation in WRITE_OPERATIONS else StoreError
+            return error(f"{what}: access denied ({code or 403}); check the credentials and bucket policy", **context)
         detail = f": {message}" if message and "signature" not in message.lower() else ""
-        return StoreError(f"{what}: S3 error {code or status}{detail}")
+        return StoreError(f"{what}: S3 error {code or status}{detail}", **context)
     if isinstance(exc, ConnectionError | HTTPClientError | RetriesExceededError):
-        return StoreUnavailable(f"S3 endpoint unreachable during {what} ({type(exc).__name__}); retry later")
+        return StoreUnavailable(f"S3 endpoint unreachable during {what} ({type(exc).__name__}); retry later", **context)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return StoreError(f"{what}: no usable AWS credentials (set a profile or REELFORGE_S3_ACCESS_KEY_ID/...)")
-    return StoreError(f"{what}: {type(exc).__name__}")
+        return StoreError(
+            f"{what}: no usable AWS credentials (set a profile or REELFORGE_S3_ACCESS_KEY_ID/...)", **context
+        )
+    return StoreError(f"{what}: {type(exc).__name__}", **context)

@@ -9,18 +9,27 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
+from reelforge.liveness import Holder
 from reelforge.settings import StoreSettings
 from reelforge.storage import open_store
-from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, StoreUnavailable
-from reelforge.storage.lineage import ArtifactRecord, Manifest, read_manifest, write_manifest
+from reelforge.storage.errors import (
+    ArtifactMissing,
+    StoreConflict,
+    StoreError,
+    StoreFull,
+    StoreNotWritable,
+    StoreUnavailable,
+)
+from reelforge.storage.lineage import Manifest, StageRecord, StoredOutput, read_manifest, write_manifest
 from reelforge.storage.s3 import S3Store
 
 MIB = 1024 * 1024
@@ -241,7 +250,10 @@ def test_prefix_list_and_next_version(make_s3_settings: Any, s3_client: Any) -> 
     assert store.next_version("characters/mina") == 11
     assert store.next_version("characters/mina/") == 11
     assert store.next_version("productions/ad/scene-01/shot-01", marker="take-") == 4
-    assert store.ref("characters/mina/v1/base/a.png").uri == f"s3://{_bucket(settings)}/team/a/characters/mina/v1/base/a.png"
+    assert (
+        store.ref("characters/mina/v1/base/a.png").uri
+        == f"s3://{_bucket(settings)}/team/a/characters/mina/v1/base/a.png"
+    )
 
 
 def test_missing_and_corrupt_objects(s3_settings: StoreSettings, s3_client: Any, tmp_path: Path) -> None:
@@ -270,7 +282,16 @@ def test_missing_and_corrupt_objects(s3_settings: StoreSettings, s3_client: Any,
 def test_manifest_on_s3(s3_settings: StoreSettings) -> None:
     store = _store(s3_settings)
     ref = store.put_bytes(b"img", "characters/mina/v1/base/a.png")
-    manifest = Manifest(subject="mina", kind="character", artifacts=[ArtifactRecord.from_ref(ref, seed=1)])
+    stage = StageRecord(
+        stage="portrait",
+        version="t1",
+        kind="gpu",
+        job_id="mina-v1-base",
+        cache_key="k",
+        params={"seed": 1},
+        outputs=[StoredOutput(**ref.model_dump())],
+    )
+    manifest = Manifest(subject="mina", kind="character", name="Mina", version=1, stages=[stage])
     write_manifest(store, manifest, "characters/mina/v1/manifest.json")
     assert read_manifest(store, "characters/mina/v1/manifest.json") == manifest
 
@@ -384,3 +405,134 @@ def test_put_file_with_the_callers_digest_skips_the_hash_pass(
     assert head["Metadata"]["sha256"] == sha
     with pytest.raises(ValueError, match="64 lower-case hex"):
         store.put_file(src, "takes/bad.mp4", sha256="xyz")
+
+
+def _client_error(status: int, code: str, operation: str = "PutObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "refused"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
+
+
+@pytest.fixture
+def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto checks If-None-Match and then stores, unlocked; AWS S3 decides atomically. Make moto do the same."""
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    real = S3Response.put_object
+
+    def put_object(self: Any) -> Any:
+        with lock:
+            return real(self)
+
+    monkeypatch.setattr(S3Response, "put_object", put_object)
+
+
+def test_errors_carry_their_context_on_s3(make_s3_settings: Any) -> None:
+    settings = make_s3_settings("studio/v")
+    store = _store(settings)
+    bucket = _bucket(settings)
+    with pytest.raises(ArtifactMissing) as caught:
+        store.ref("runs/nope.png")
+    err = caught.value
+    assert (err.store, err.bucket, err.key, err.operation) == (
+        f"s3://{bucket}/studio/v",
+        bucket,
+        "runs/nope.png",
+        "ref",
+    )
+    assert f"store s3://{bucket}/studio/v" in str(err) and "operation ref" in str(err)
+    store.put_bytes(b"a", "runs/a.txt")
+    with pytest.raises(StoreConflict) as conflict:
+        store.put_bytes(b"b", "runs/a.txt")
+    assert (conflict.value.bucket, conflict.value.key, conflict.value.operation) == (bucket, "runs/a.txt", "put")
+
+
+def test_map_error_classes() -> None:
+    from reelforge.storage.s3 import map_error
+
+    context = {"store": "s3://b/p", "bucket": "b", "key": "k"}
+    denied_put = map_error(_client_error(403, "AccessDenied"), "PUT s3://b/p/k", operation="put", **context)
+    assert type(denied_put) is StoreNotWritable and denied_put.key == "k" and "refused" not in str(denied_put)
+    denied_get = map_error(_client_error(403, "AccessDenied", "GetObject"), "GET", operation="read", **context)
+    assert type(denied_get) is StoreError
+    assert type(map_error(_client_error(507, "XMinioStorageFull"), "PUT", operation="put", **context)) is StoreFull
+    assert type(map_error(_client_error(503, "SlowDown"), "PUT", operation="put", **context)) is StoreUnavailable
+
+
+def test_check_writable_on_s3(s3_settings: StoreSettings, s3_client: Any, tmp_path: Path) -> None:
+    store = _store(s3_settings)
+    store.check_writable()
+    bucket = _bucket(s3_settings)
+    assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # the probe was deleted
+
+    def denied(**_: Any) -> None:
+        raise _client_error(403, "AccessDenied")
+
+    store.client.meta.events.register("before-parameter-build.s3.PutObject", denied)
+    with pytest.raises(StoreNotWritable, match="access denied") as caught:
+        store.check_writable()
+    assert (caught.value.operation, caught.value.bucket) == ("check_writable", bucket)
+    with pytest.raises(StoreNotWritable):
+        store.put_bytes(b"x", "runs/a.txt")
+    store.client.meta.events.unregister("before-parameter-build.s3.PutObject", denied)
+
+    def no_delete(**_: Any) -> None:
+        raise _client_error(403, "AccessDenied", "DeleteObject")
+
+    store.client.meta.events.register("before-parameter-build.s3.DeleteObject", no_delete)
+    store.check_writable()  # a write-once bucket that denies deletes is still writable
+    assert s3_client.list_objects_v2(Bucket=bucket)["KeyCount"] == 1 and store.list("") == []  # hidden probe
+    with pytest.raises(StoreNotWritable, match="bucket does not exist"):
+        S3Store("reelforge-no-such-bucket", client=store.client).check_writable()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = _store(s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}"}), max_attempts=1)
+    with pytest.raises(StoreUnavailable):
+        down.check_writable()
+
+
+def test_put_new_on_s3(s3_settings: StoreSettings) -> None:
+    store = _store(s3_settings)
+    store.put_new(b"claim", "locks/a.json")
+    with pytest.raises(StoreConflict, match="already exists") as caught:
+        store.put_new(b"claim", "locks/a.json")
+    assert caught.value.key == "locks/a.json"
+    assert store.put_bytes(b"claim", "locks/a.json").size == 5
+
+
+def test_threads_reserving_on_s3_get_distinct_numbers(s3_settings: StoreSettings, atomic_moto: None) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    prefix = "characters/mina-park/"
+    _store(s3_settings).put_bytes(b"old", f"{prefix}v1/base/a.png")  # older code: counts, never reused
+    stores = [_store(s3_settings) for _ in range(6)]  # one client each, like separate processes
+    barrier = threading.Barrier(len(stores))
+
+    def reserve(store: S3Store) -> list[int]:
+        holder = Holder.current(label=f"thread {threading.get_ident()}")
+        barrier.wait()
+        return [store.reserve_version(prefix, holder) for _ in range(3)]
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        numbers = sorted(n for batch in pool.map(reserve, stores) for n in batch)
+    assert numbers == list(range(2, 2 + 3 * len(stores)))
+    assert stores[0].next_version(prefix) == 2 + 3 * len(stores)
+    assert {v.state for v in stores[0].versions(prefix)[1:]} == {"reserved"}  # this process is alive
+
+
+def test_versions_on_s3(s3_settings: StoreSettings, s3_client: Any) -> None:
+    store = _store(s3_settings)
+    prefix = "characters/kim/"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = Holder.current().model_copy(update={"pid": child.pid, "pid_started": None})
+    assert store.reserve_version(prefix, Holder.current()) == 1
+    store.put_json({"done": True}, f"{prefix}v1/manifest.json")
+    assert store.reserve_version(prefix, Holder.current()) == 2
+    assert store.reserve_version(prefix, dead) == 3
+    assert [(v.number, v.state) for v in store.versions(prefix)] == [(1, "complete"), (2, "reserved"), (3, "abandoned")]
+    assert store.mark_abandoned(prefix) == [3] and store.mark_abandoned(prefix) == []
+    assert store.exists(f"{prefix}v3/abandoned.json") and store.exists(f"{prefix}v3/reservation.json")
+    assert store.reserve_version(prefix, Holder.current()) == 4

@@ -11,7 +11,7 @@ import pytest
 from reelforge.settings import StoreSettings
 from reelforge.storage import ArtifactStore, LocalStore, open_store
 from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, UnsafeKey
-from reelforge.storage.lineage import ArtifactRecord, Manifest, read_manifest, write_manifest
+from reelforge.storage.lineage import Manifest, StageRecord, StoredOutput, read_manifest, write_manifest
 
 
 class FailingSource(io.RawIOBase):
@@ -208,7 +208,16 @@ def test_list_and_next_version(store: LocalStore) -> None:
 
 def test_manifest_round_trip_and_write_once(store: LocalStore) -> None:
     ref = store.put_bytes(b"png", "characters/mina/v1/base/a.png")
-    manifest = Manifest(subject="mina", kind="character", artifacts=[ArtifactRecord.from_ref(ref, seed=3)])
+    stage = StageRecord(
+        stage="portrait",
+        version="t1",
+        kind="gpu",
+        job_id="mina-v1-base",
+        cache_key="k",
+        params={"seed": 3},
+        outputs=[StoredOutput(**ref.model_dump())],
+    )
+    manifest = Manifest(subject="mina", kind="character", name="Mina", version=1, stages=[stage])
     key = "characters/mina/v1/manifest.json"
     written = write_manifest(store, manifest, key)
     assert written.kind == "json" and written.media_type == "application/json"
