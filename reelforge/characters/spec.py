@@ -1,4 +1,4 @@
-"""A character spec: who to generate, in which style family."""
+"""A character spec: who to generate, in which style family. Names and slugs: ``reelforge.characters.names``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reelforge.storage.keys import safe_slug
+from reelforge.characters.names import MAX_SLUG_LENGTH, character_slug, has_name_characters, normalize_name
 
 StyleFamily = Literal["realistic", "stylized"]
 Gender = Literal["female", "male", "nonbinary"]
@@ -17,9 +17,9 @@ Gender = Literal["female", "male", "nonbinary"]
 STYLIZED_TYPES = frozenset({"mascot", "cartoon", "anime", "chibi"})
 
 
-def slugify(name: str, *, max_length: int = 48) -> str:
-    """A file-system-safe slug: ASCII letters, digits and single dashes, never empty, never a path."""
-    return safe_slug(name, max_length=max_length, fallback="character")
+def slugify(name: str, *, max_length: int = MAX_SLUG_LENGTH) -> str:
+    """The folder slug of a character name (``names.character_slug``): safe, readable, distinct per spelling."""
+    return character_slug(name, max_length=max_length)
 
 
 class CharacterSpec(BaseModel):
@@ -42,6 +42,14 @@ class CharacterSpec(BaseModel):
             raise ValueError("must not contain control characters")
         return value.strip()
 
+    @field_validator("name")
+    @classmethod
+    def _name_has_letters(cls, value: str) -> str:
+        value = normalize_name(value)
+        if not has_name_characters(value):  # runs after the strip above: '   ' arrives here empty
+            raise ValueError("must contain a letter, digit or emoji (not only spaces or punctuation)")
+        return value
+
     @field_validator("character_type")
     @classmethod
     def _type_is_a_word(cls, value: str) -> str:
@@ -51,6 +59,7 @@ class CharacterSpec(BaseModel):
 
     @property
     def slug(self) -> str:
+        """The store folder's name: ``Mina Park`` -> ``mina-park``, ``김민아`` -> ``gimmina-<8 hex>``."""
         return slugify(self.name)
 
     @property

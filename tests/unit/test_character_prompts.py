@@ -27,7 +27,7 @@ def test_family_follows_type_unless_given() -> None:
 
 @pytest.mark.parametrize(
     ("name", "slug"),
-    [("Mina Park", "mina-park"), ("../../etc/passwd", "etc-passwd"), ("Zoë Ø", "zoe"), ("...", "character")],
+    [("Mina Park", "mina-park"), ("../../etc/passwd", "etc-passwd-3754d6cb"), ("Zoë Ø", "zoe-o-a0c54886")],
 )
 def test_slugs_are_safe(name: str, slug: str) -> None:
     assert slugify(name) == slug

@@ -14,7 +14,7 @@ from reelforge.storage.keys import (
     safe_slug,
     version_number,
 )
-from reelforge.storage.lineage import ArtifactRecord, Manifest, ParentRef, cost_for
+from reelforge.storage.lineage import JobFacts, Manifest, ParentRef, StageRecord, StoredOutput, cost_for
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_safe_slug_is_bounded_and_never_ends_with_a_dash() -> None:
     assert len(slug) <= 64 and not slug.endswith("-") and slug.startswith("ab-ab")
     assert safe_slug("x" * 500) == "x" * 64
     assert safe_slug("...", fallback="character") == "character"
-    assert slugify("...") == "character" and slugify("Mina Park") == "mina-park"
+    assert slugify("Mina Park") == "mina-park"  # character names: reelforge.characters.names (test_names.py)
     assert len(slugify("y" * 100)) == 48
 
 
@@ -155,12 +155,21 @@ def test_cost_and_records() -> None:
     common = {"size": 1, "media_type": "image/png", "kind": "image"}
     parent = ArtifactRef(key="a.png", uri="file:///x/a.png", sha256="a" * 64, **common)  # type: ignore[arg-type]
     child = ArtifactRef(key="b.png", uri="file:///x/b.png", sha256="b" * 64, **common)  # type: ignore[arg-type]
-    record = ArtifactRecord.from_ref(
-        child, template="portrait", seed=7, gpu_seconds=36.0, cost=cost_for(36, 1.0), parents=[parent]
+    job = JobFacts(prompt_id="p1", worker="http://gpu1:8188", gpu_seconds=36.0, cost=cost_for(36, 1.0))
+    record = StageRecord(
+        stage="portrait",
+        version="t1",
+        kind="gpu",
+        job_id="mina-park-v1-base",
+        cache_key="k",
+        params={"seed": 7},
+        inputs={"reference": ParentRef.of(parent)},
+        outputs=[StoredOutput(**child.model_dump(), node_id="9")],
+        job=job,
     )
-    assert record.parents == [ParentRef(sha256="a" * 64, key="a.png")]
-    assert record.as_ref() == child
-    manifest = Manifest(subject="mina-park", kind="character", artifacts=[record, record])
+    assert record.inputs["reference"] == ParentRef(sha256="a" * 64, key="a.png")
+    assert record.refs == [child] and record.seed == 7
+    manifest = Manifest(subject="mina-park", kind="character", stages=[record, record])
     again = Manifest.model_validate_json(manifest.model_dump_json())
     assert again == manifest
     assert again.total_gpu_seconds == 72.0 and again.total_cost == pytest.approx(0.02)
