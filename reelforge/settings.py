@@ -1,21 +1,63 @@
-"""Settings, read once from the environment (prefix ``REELFORGE_``) and handed down; one class per system."""
+"""Settings, read once from the environment (prefix ``REELFORGE_``) and handed down; one class per system.
+
+Every error names its environment variable and none shows the value given (``hide_input_in_errors``, and the
+messages of the parsers below mask credentials): a worker URL or a store setting may carry a secret.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WorkerLabel = Literal["image", "video", "audio", "train"]
 WORKER_LABELS: tuple[str, ...] = ("image", "video", "audio", "train")
 
 
+class _EnvSettings(BaseSettings):
+    """A settings class whose validation errors name the environment variable of each field."""
+
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_", extra="ignore", hide_input_in_errors=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _naming_variables(exc, str(self.model_config.get("env_prefix", ""))) from None
+
+
+def _naming_variables(exc: ValidationError, prefix: str) -> ValidationError:
+    """The same errors, each message led by its variable (``REELFORGE_QUEUE_DEPTH: ...``), no input values."""
+    errors: list[Any] = []
+    for error in exc.errors():
+        loc = error["loc"]
+        message = error["msg"].removeprefix("Value error, ")
+        if loc and isinstance(loc[0], str):
+            variable = f"{prefix}{loc[0]}".upper()
+            message = message if variable in message else f"{variable}: {message}"
+        errors.append(
+            {
+                "type": PydanticCustomError(error["type"], "{message}", {"message": message}),
+                "loc": loc,
+                "input": None,  # the value may be a secret (a URL with a password): never carried along
+            }
+        )
+    return ValidationError.from_exception_data(exc.title, errors, hide_input=True)
+
+
+def _mask_credentials(text: str) -> str:
+    """``http://user:pw@host`` -> ``http://***@host``."""
+    return re.sub(r"(//)[^/\s]*@", r"\1***@", text)  # up to the last '@': a password may contain one
+
+
 class WorkerEndpoint(BaseModel):
     """One ComfyUI worker: its base URL and the kinds of work it takes (empty = any)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     url: str
     labels: frozenset[str] = frozenset()
@@ -25,7 +67,7 @@ def parse_worker_urls(spec: str) -> list[WorkerEndpoint]:
     """Parse ``REELFORGE_COMFY_URLS``: comma-separated ``[label[+label]=]url`` items.
 
     Example: ``image=http://gpu1:8188,video+audio=https://gpu2.example/comfy,http://gpu3:8188``.
-    Every problem names the item it was found in.
+    Every problem names the item it was found in; credentials in an item are masked in the message.
     """
     endpoints: list[WorkerEndpoint] = []
     seen: set[str] = set()
@@ -33,6 +75,7 @@ def parse_worker_urls(spec: str) -> list[WorkerEndpoint]:
         item = raw.strip()
         if not item:
             continue
+        where = f"REELFORGE_COMFY_URLS item {position} ({_mask_credentials(item)!r})"
         labels: frozenset[str] = frozenset()
         url = item
         head, sep, tail = item.partition("=")
@@ -41,16 +84,19 @@ def parse_worker_urls(spec: str) -> list[WorkerEndpoint]:
             labels = frozenset(x.strip() for x in head.split("+") if x.strip())
             unknown = sorted(labels - set(WORKER_LABELS))
             if unknown:
-                raise ValueError(
-                    f"REELFORGE_COMFY_URLS item {position} ({item!r}): unknown label(s) {unknown}; "
-                    f"use {', '.join(WORKER_LABELS)}"
-                )
-        parts = urlsplit(url)
+                raise ValueError(f"{where}: unknown label(s) {unknown}; use {', '.join(WORKER_LABELS)}")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises for ports outside 0-65535 and for non-numbers
+        except ValueError as exc:
+            text = str(exc)
+            reason = "port out of range 1-65535" if "out of range" in text else "not a valid URL"
+            reason = "the port is not a number" if "Port could not be cast" in text else reason
+            raise ValueError(f"{where}: {reason}, e.g. http://127.0.0.1:8188") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"REELFORGE_COMFY_URLS item {position} ({item!r}): expected an http:// or https:// URL "
-                "with a host, e.g. http://127.0.0.1:8188"
-            )
+            raise ValueError(f"{where}: expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:8188")
+        if port == 0:
+            raise ValueError(f"{where}: port out of range 1-65535, e.g. http://127.0.0.1:8188")
         if parts.username or parts.password:
             raise ValueError(
                 f"REELFORGE_COMFY_URLS item {position}: credentials in the URL are not allowed; "
@@ -64,10 +110,8 @@ def parse_worker_urls(spec: str) -> list[WorkerEndpoint]:
     return endpoints
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(_EnvSettings):
     """ComfyUI workers. With no URLs, reelforge starts embedded preview workers (CPU placeholders)."""
-
-    model_config = SettingsConfigDict(env_prefix="REELFORGE_", extra="ignore")
 
     comfy_urls: Annotated[list[WorkerEndpoint], NoDecode] = Field(default_factory=list)
     comfy_token: SecretStr | None = None  # sent as "Authorization: Bearer ..." to every worker
@@ -76,13 +120,22 @@ class WorkerSettings(BaseSettings):
     request_timeout_s: float = Field(default=30.0, gt=0)
     job_timeout_s: float = Field(default=3600.0, gt=0)
     worker_grace_s: float = Field(
-        default=20.0, gt=0, description="how long a run waits at start for at least one healthy worker"
+        default=20.0,
+        gt=0,
+        description="REELFORGE_WORKER_GRACE_S: how long a run waits at its start for at least one healthy "
+        "worker before it fails (workers still booting, a rolling restart).",
     )
     download_retries: int = Field(
-        default=3, ge=0, le=10, description="retries of a failed output download before the job fails"
+        default=3,
+        ge=0,
+        le=10,
+        description="REELFORGE_DOWNLOAD_RETRIES: how often a failed download of a job's output from its worker "
+        "is retried before the job fails (0 = never).",
     )
     preview_workers: int = Field(default=2, ge=1, le=64)
-    preview_latency: str = "gpu:0.05"
+    preview_latency: str = Field(
+        default="gpu:0.05", description="REELFORGE_PREVIEW_LATENCY: instant | gpu | gpu:SCALE | fixed:SECONDS"
+    )
 
     @field_validator("comfy_urls", mode="before")
     @classmethod
@@ -91,10 +144,52 @@ class WorkerSettings(BaseSettings):
             return parse_worker_urls(value)
         return value
 
+    @field_validator("preview_latency")
+    @classmethod
+    def _latency_profile(cls, value: str) -> str:
+        # The preview worker's own parser, so the two never disagree; imported only here, as it pulls numpy.
+        from reelforge.preview.latency import parse_latency
+
+        parse_latency(value)
+        return value.strip()
+
     @property
     def embedded(self) -> bool:
         """True when no real workers are configured and the preview workers stand in."""
         return not self.comfy_urls
+
+
+# s3:/bucket, s3:bucket, S3://bucket, s3//bucket, s3:\\bucket ...: meant as S3, would be taken for a folder.
+_S3_NEAR_MISS = re.compile(r"s3(:|//|\\)", re.IGNORECASE)
+
+
+def parse_store_target(value: str) -> str:
+    """Check ``REELFORGE_STORE``: a folder, or exactly ``s3://bucket[/prefix]``; near-misses are refused."""
+    value = value.strip()
+    if not value:
+        raise ValueError("REELFORGE_STORE is empty: give a folder or s3://bucket[/prefix]")
+    if value.startswith("s3://"):
+        bucket, _, prefix = value[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"REELFORGE_STORE={value!r}: no bucket; use s3://bucket[/prefix]")
+        if prefix.strip("/"):
+            from reelforge.storage.errors import UnsafeKey  # lazily: reelforge.storage imports this module
+            from reelforge.storage.keys import check_key
+
+            try:
+                check_key(prefix.strip("/"))
+            except UnsafeKey as exc:
+                raise ValueError(f"REELFORGE_STORE={value!r}: the prefix is not a valid key ({exc.message})") from None
+        return value
+    if _S3_NEAR_MISS.match(value):
+        rest = re.sub(r"^s3[:/\\]+", "", value, flags=re.IGNORECASE)
+        folder = "" if "://" in value else f" (for a folder of that name, write ./{value})"
+        raise ValueError(
+            f"REELFORGE_STORE={value!r} looks like S3 but is not s3://bucket[/prefix]: write s3://{rest}{folder}"
+        )
+    if "://" in value:
+        raise ValueError(f"REELFORGE_STORE={value!r}: only local folders and s3://bucket[/prefix] are supported")
+    return value
 
 
 def parse_prices(spec: str) -> dict[str, float]:
@@ -124,10 +219,8 @@ def parse_prices(spec: str) -> dict[str, float]:
     return prices
 
 
-class StoreSettings(BaseSettings):
+class StoreSettings(_EnvSettings):
     """Artifact storage: a local folder (default) or S3-compatible storage (AWS, MinIO, R2)."""
-
-    model_config = SettingsConfigDict(env_prefix="REELFORGE_", extra="ignore")
 
     store: str = "./media-store"  # a folder, or s3://bucket[/prefix]
     s3_endpoint_url: str | None = None  # MinIO / R2 / a loopback test server
@@ -141,26 +234,15 @@ class StoreSettings(BaseSettings):
     @field_validator("store")
     @classmethod
     def _store_target(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("REELFORGE_STORE is empty: give a folder or s3://bucket[/prefix]")
-        if "://" in value:
-            scheme, _, rest = value.partition("://")
-            if scheme != "s3" or not rest.split("/", 1)[0]:
-                raise ValueError(
-                    f"REELFORGE_STORE={value!r}: only local folders and s3://bucket[/prefix] are supported"
-                )
-        return value
+        return parse_store_target(value)
 
     @property
     def is_s3(self) -> bool:
         return self.store.startswith("s3://")
 
 
-class LimitSettings(BaseSettings):
+class LimitSettings(_EnvSettings):
     """Costs, timeouts and admission limits of GPU work."""
-
-    model_config = SettingsConfigDict(env_prefix="REELFORGE_", extra="ignore")
 
     gpu_price_per_hour: Annotated[dict[str, float], NoDecode] = Field(default_factory=lambda: {"default": 0.0})
     # Task timeouts per kind of job, seconds.
@@ -195,10 +277,10 @@ class LimitSettings(BaseSettings):
         }.get(kind, self.timeout_video_s)
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(_EnvSettings):
     """An OpenAI-compatible API (OpenAI, Ollama, vLLM) for scripts; empty base URL = the offline writer."""
 
-    model_config = SettingsConfigDict(env_prefix="REELFORGE_LLM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_LLM_", extra="ignore", hide_input_in_errors=True)
 
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -208,6 +290,8 @@ class LLMSettings(BaseSettings):
 
 class Settings(BaseModel):
     """Every system's settings, read once at start."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     workers: WorkerSettings
     store: StoreSettings

@@ -76,3 +76,110 @@ def test_bad_store_and_price_settings_name_the_variable(
     with pytest.raises(ValidationError) as info:
         Settings.load()
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("http://h:70000", "item 1 ('http://h:70000'): port out of range 1-65535"),
+        ("image=http://a:1,video=http://h:0", "item 2 ('video=http://h:0'): port out of range"),
+        ("http://h:abc", "item 1 ('http://h:abc'): the port is not a number"),
+        ("http://[::1", "item 1 ('http://[::1'): not a valid URL"),
+    ],
+)
+def test_bad_ports_name_the_item(monkeypatch: pytest.MonkeyPatch, spec: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match="REELFORGE_COMFY_URLS") as direct:
+        parse_worker_urls(spec)
+    assert fragment in str(direct.value)
+    monkeypatch.setenv("REELFORGE_COMFY_URLS", spec)
+    with pytest.raises(ValidationError) as info:
+        WorkerSettings()
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["http://mina:hunter2@gpu1:8188", "gpu=http://mina:hun@ter2@gpu1:8188"])
+def test_no_secret_in_settings_errors(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
+    from typer.testing import CliRunner
+
+    from reelforge.cli import app
+
+    monkeypatch.setenv("REELFORGE_COMFY_URLS", spec)
+    with pytest.raises(ValidationError) as info:
+        WorkerSettings()
+    shown = str(info.value) + repr(info.value) + repr(info.value.errors())
+    assert "hunter2" not in shown and "ter2" not in shown and "REELFORGE_COMFY_URLS" in shown
+    result = CliRunner().invoke(app, ["config", "show"])
+    assert result.exit_code == 2
+    assert "REELFORGE_COMFY_URLS" in result.output and "hunter2" not in result.output and "ter2" not in result.output
+
+
+def test_every_settings_class_hides_its_input() -> None:
+    from reelforge.settings import LimitSettings, LLMSettings, Settings, StoreSettings, WorkerEndpoint
+
+    for cls in (WorkerSettings, StoreSettings, LimitSettings, LLMSettings, Settings, WorkerEndpoint):
+        assert cls.model_config.get("hide_input_in_errors") is True, cls
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("REELFORGE_QUEUE_DEPTH", "-1", "REELFORGE_QUEUE_DEPTH: Input should be greater than or equal to 0"),
+        ("REELFORGE_LLM_TIMEOUT_S", "soon", "REELFORGE_LLM_TIMEOUT_S: Input should be a valid number"),
+        ("REELFORGE_TIMEOUT_VIDEO_S", "0", "REELFORGE_TIMEOUT_VIDEO_S: Input should be greater than 0"),
+        ("REELFORGE_WORKER_GRACE_S", "0", "REELFORGE_WORKER_GRACE_S: Input should be greater than 0"),
+        ("REELFORGE_DOWNLOAD_RETRIES", "11", "REELFORGE_DOWNLOAD_RETRIES: Input should be less than or equal to 10"),
+        ("REELFORGE_PREVIEW_LATENCY", "bogus", "REELFORGE_PREVIEW_LATENCY: bad latency profile 'bogus'"),
+        ("REELFORGE_PREVIEW_LATENCY", "gpu:nan", "bad latency profile"),
+        ("REELFORGE_MULTIPART_THRESHOLD_MB", "1", "REELFORGE_MULTIPART_THRESHOLD_MB: Input should be greater"),
+    ],
+)
+def test_every_error_names_its_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str) -> None:
+    from reelforge.settings import Settings
+
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError) as info:
+        Settings.load()
+    assert fragment in str(info.value)
+    assert "input_value" not in str(info.value)
+
+
+def test_worker_grace_and_download_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = WorkerSettings()
+    assert (defaults.worker_grace_s, defaults.download_retries) == (20.0, 3)
+    assert "healthy worker" in (WorkerSettings.model_fields["worker_grace_s"].description or "")
+    assert "retried" in (WorkerSettings.model_fields["download_retries"].description or "")
+    monkeypatch.setenv("REELFORGE_WORKER_GRACE_S", "2.5")
+    monkeypatch.setenv("REELFORGE_DOWNLOAD_RETRIES", "0")
+    monkeypatch.setenv("REELFORGE_PREVIEW_LATENCY", " fixed:0.5 ")
+    settings = WorkerSettings()
+    assert (settings.worker_grace_s, settings.download_retries, settings.preview_latency) == (2.5, 0, "fixed:0.5")
+
+
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        ("s3:/bucket/prefix", "write s3://bucket/prefix"),
+        ("s3:bucket", "write s3://bucket"),
+        ("S3://bucket", "write s3://bucket"),
+        ("s3//bucket", "write s3://bucket"),
+        ("s3:\\bucket", "write s3://bucket"),
+        ("s3://", "no bucket"),
+        ("s3:///bucket", "no bucket"),
+        ("s3://bucket/../x", "the prefix is not a valid key"),
+    ],
+)
+def test_s3_near_misses_are_refused(monkeypatch: pytest.MonkeyPatch, value: str, fix: str) -> None:
+    from reelforge.settings import StoreSettings
+
+    monkeypatch.setenv("REELFORGE_STORE", value)
+    with pytest.raises(ValidationError) as info:
+        StoreSettings()
+    assert fix in str(info.value) and "REELFORGE_STORE" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["./media-store", "/srv/media", "s3data", "./s3:odd", "s3://bucket", "s3://b/p/q"])
+def test_good_store_targets(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from reelforge.settings import StoreSettings
+
+    monkeypatch.setenv("REELFORGE_STORE", value)
+    assert StoreSettings().store == value
