@@ -27,29 +27,33 @@ if str(ROOT) not in sys.path:
 
 from prefect import flow  # noqa: E402
 
-from reelforge.comfy.fleet import open_fleet  # noqa: E402
-from reelforge.settings import LimitSettings, StoreSettings, WorkerSettings  # noqa: E402
-from reelforge.storage import open_store  # noqa: E402
-from tasks.gpu import GpuJobs, JobRuntime  # noqa: E402
+from reelforge.engine import open_engine  # noqa: E402
+from reelforge.settings import LimitSettings, LLMSettings, Settings, StoreSettings, WorkerSettings  # noqa: E402
 from tasks.progress import FlowProgress  # noqa: E402
+from tasks.stage import Stage, StageRunner  # noqa: E402
 
 
 @flow(name="bench-cache")
 async def ten_jobs(store_dir: str, jobs: int, workers: int, latency: str) -> dict[str, float]:
-    settings = StoreSettings(store=store_dir)
-    store = open_store(settings)
+    settings = Settings(
+        workers=WorkerSettings(preview_workers=workers, preview_latency=latency),
+        store=StoreSettings(store=store_dir),
+        limits=LimitSettings(),
+        llm=LLMSettings(),
+    )
     progress = FlowProgress(description="bench-cache")
     await progress.start()
     started = time.perf_counter()
-    async with open_fleet(WorkerSettings(preview_workers=workers, preview_latency=latency)) as pool:
-        runner = await GpuJobs.create(JobRuntime(pool, store, LimitSettings(), progress=progress), settings)
+    stage = Stage.gpu("character_base_realistic")
+    async with open_engine(settings) as engine:
+        runner = await StageRunner.create(engine, progress=progress)
         progress.plan(jobs)
         await asyncio.gather(
             *(
                 runner.run(
-                    "character_base_realistic",
+                    stage,
                     {"prompt": f"bench portrait {i}", "seed": i, "width": 256, "height": 256},
-                    prefix="bench/cache",
+                    place="bench/cache/",
                     job_id=f"bench-{i:02d}",
                 )
                 for i in range(jobs)

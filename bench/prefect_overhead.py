@@ -5,11 +5,17 @@ served from any cache unless stated:
 
 * **engine**: ``run_template`` (bind, submit, wait on the WebSocket, download the output): the baseline.
 * **engine + store**: the same plus sha256 and ``put_file`` into a local store (what the task adds for storage).
-* **task**: ``GpuJobs.run`` -> the ``gpu_job`` task in a flow: task run states, cache key, lock, persisted
-  result, progress tracker callbacks, the ``reelforge.job.completed`` event; plus the flow's summary artifacts
-  (gallery + table) once at the end, divided over the jobs.
+* **task**: ``StageRunner.run`` of the template's GPU stage in a flow: task run states, cache key, lock,
+  persisted result, progress tracker callbacks, the ``reelforge.job.completed`` event; plus the flow's summary
+  artifacts (gallery + table) once at the end, divided over the jobs.
 * **task + slot**: the same with ``REELFORGE_GLOBAL_LIMITS`` on: a global concurrency slot per job.
 * **cache hit**: the task jobs again: what serving a finished job from Prefect's cache costs.
+
+And the same for a CPU stage (the pHash of a stored 256x256 PNG), against calling its engine function:
+
+* **cpu engine**: ``phash_file`` on the stored file, in this process (the baseline);
+* **cpu stage (thread)** / **cpu stage (process)**: ``StageRunner.run`` of the stage as a thread / child-process
+  stage: the same task machinery plus fetching the input from the store and running the call off the loop.
 
     .venv/bin/python bench/prefect_overhead.py            # 30 jobs per variant (~1 min with server start-up)
     .venv/bin/python bench/prefect_overhead.py --jobs 60
@@ -36,16 +42,16 @@ if str(ROOT) not in sys.path:
 
 from prefect import flow  # noqa: E402
 
-from reelforge.comfy.collect import run_template  # noqa: E402
-from reelforge.comfy.fleet import open_fleet  # noqa: E402
-from reelforge.comfy.pool import WorkerPool  # noqa: E402
+from reelforge.engine import Engine, open_engine  # noqa: E402
 from reelforge.hashing import sha256_file  # noqa: E402
-from reelforge.settings import LimitSettings, StoreSettings, WorkerSettings  # noqa: E402
-from reelforge.storage import open_store  # noqa: E402
-from reelforge.templates.template import load_template  # noqa: E402
+from reelforge.jobs import run_template  # noqa: E402
+from reelforge.media.phash import phash_file, phash_stage  # noqa: E402
+from reelforge.settings import LimitSettings, LLMSettings, Settings, StoreSettings, WorkerSettings  # noqa: E402
+from reelforge.storage import ArtifactRef  # noqa: E402
+from reelforge.templates import load_template  # noqa: E402
 from tasks.artifacts import publish_summary  # noqa: E402
-from tasks.gpu import GpuJobs, JobRuntime  # noqa: E402
 from tasks.progress import FlowProgress  # noqa: E402
+from tasks.stage import Stage, StageRunner  # noqa: E402
 
 TEMPLATE = "character_base_realistic"
 
@@ -63,48 +69,85 @@ async def timed(jobs: int, one: Callable[[int], Awaitable[object]]) -> list[floa
     return times
 
 
+def settings_for(store_dir: str, *, global_limits: bool = False) -> Settings:
+    return Settings(
+        workers=WorkerSettings(preview_workers=1, preview_latency="instant"),
+        store=StoreSettings(store=store_dir),
+        limits=LimitSettings(global_limits=global_limits),
+        llm=LLMSettings(),
+    )
+
+
 @flow(name="bench-prefect-overhead")
 async def measure(jobs: int, warmup: int, store_dir: str) -> dict[str, list[float]]:
-    settings = StoreSettings(store=store_dir)
-    store = open_store(settings)
     template = load_template(TEMPLATE)
+    stage = Stage.gpu(TEMPLATE)
     out: dict[str, list[float]] = {}
-    async with open_fleet(WorkerSettings(preview_workers=1, preview_latency="instant")) as pool:
+    async with open_engine(settings_for(store_dir)) as engine:
+        store = engine.store
         work = Path(tempfile.mkdtemp(prefix="reelforge-overhead-"))
 
-        async def engine(i: int, salt: str = "engine") -> Path:
-            record = await run_template(
-                pool, template, params(i, salt), job_id=f"{salt}-{i}", dest_dir=work / salt / str(i)
+        async def engine_only(i: int, salt: str = "engine") -> Path:
+            run = await run_template(
+                engine.pool, template, params(i, salt), job_id=f"{salt}-{i}", dest_dir=work / salt / str(i)
             )
-            return record.files[0]
+            return run.files[0].path
 
         async def engine_store(i: int) -> None:
-            path = await engine(i, "store")
+            path = await engine_only(i, "store")
             sha, _ = await asyncio.to_thread(sha256_file, path)
             await asyncio.to_thread(store.put_file, path, f"bench/engine/{sha[:16]}.png")
 
-        async def task_variant(name: str, pool: WorkerPool, global_limits: bool, salt: str) -> list[float]:
+        async def task_variant(name: str, with_engine: Engine, salt: str) -> list[float]:
             progress = FlowProgress(description=name)
             await progress.start()
-            runtime = JobRuntime(pool, store, LimitSettings(global_limits=global_limits), progress=progress)
-            runner = await GpuJobs.create(runtime, settings)
+            runner = await StageRunner.create(with_engine, progress=progress)
             progress.plan(jobs + warmup)
-            await timed(warmup, lambda i: runner.run(TEMPLATE, params(100000 + i, salt), prefix="bench/w", job_id="w"))
+            await timed(warmup, lambda i: runner.run(stage, params(100000 + i, salt), place="bench/w/", job_id="w"))
             times = await timed(
-                jobs, lambda i: runner.run(TEMPLATE, params(i, salt), prefix=f"bench/{salt}", job_id=f"{salt}-{i}")
+                jobs, lambda i: runner.run(stage, params(i, salt), place=f"bench/{salt}/", job_id=f"{salt}-{i}")
             )
             started = time.perf_counter()
-            await publish_summary(runner.results, store, key=f"bench-{salt}", title=name)
+            await publish_summary(runner.records, store, key=f"bench-{salt}", title=name)
             await progress.close()
             summary_ms = (time.perf_counter() - started) * 1000.0
             return [t + summary_ms / jobs for t in times]
 
-        await timed(warmup, lambda i: engine(100000 + i, "warm"))
-        out["engine"] = await timed(jobs, engine)
+        async def cpu_variant(name: str, cpu_stage: Stage, images: list[ArtifactRef]) -> list[float]:
+            runner = await StageRunner.create(engine)
+            def call(i: int, params: dict[str, object], image: ArtifactRef) -> Awaitable[object]:
+                return runner.run(cpu_stage, params, inputs={"image": image}, place="bench/h/", job_id=f"{name}{i}")
+
+            await timed(warmup, lambda i: call(i, {"warmup": i}, images[0]))  # starts the child processes
+            return await timed(jobs, lambda i: call(i, {}, images[i]))
+
+        await timed(warmup, lambda i: engine_only(100000 + i, "warm"))
+        out["engine"] = await timed(jobs, engine_only)
         out["engine + store"] = await timed(jobs, engine_store)
-        out["task + slot"] = await task_variant("task + slot", pool, True, "slot")
-        out["task"] = await task_variant("task", pool, False, "task")
-        out["cache hit"] = await task_variant("cache hit", pool, False, "task")
+        async with open_engine(settings_for(store_dir, global_limits=True)) as limited:
+            out["task + slot"] = await task_variant("task + slot", limited, "slot")
+        out["task"] = await task_variant("task", engine, "task")
+        out["cache hit"] = await task_variant("cache hit", engine, "task")
+
+        # CPU stages: one distinct stored image per call, so nothing is cached.
+        runner = await StageRunner.create(engine)  # the task images again (cached): their stored files
+        images = [
+            (await runner.run(stage, params(i, "task"), place="bench/task/", job_id=f"t{i}")).refs[0]
+            for i in range(jobs)
+        ]
+        paths = [Path(store.path_for(ref.key)) for ref in images]  # type: ignore[attr-defined]
+
+        async def direct(i: int) -> None:
+            phash_file(paths[i])
+
+        await timed(warmup, direct)  # imagehash imports scipy's DCT on its first call
+        out["cpu engine"] = await timed(jobs, direct)
+        out["cpu stage (thread)"] = await cpu_variant(
+            "thread", Stage.cpu("phash-bench-thread", version="1", fn=phash_stage), images
+        )
+        out["cpu stage (process)"] = await cpu_variant(
+            "process", Stage.cpu("phash-bench-process", version="1", fn=phash_stage, process=True), images
+        )
     return out
 
 
@@ -115,16 +158,16 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reelforge-bench-overhead-") as store_dir:
         results = asyncio.run(measure(args.jobs, args.warmup, store_dir))
-    base = statistics.mean(results["engine"])
     print()
-    print(f"{args.jobs} sequential jobs per variant, one instant preview worker, local store")
-    print(f"{'variant':<16}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'added ms/job':>14}")
+    print(f"{args.jobs} sequential calls per variant, one instant preview worker, local store")
+    print(f"{'variant':<22}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'added ms/call':>15}")
     for name, times in results.items():
+        base = statistics.mean(results["cpu engine" if name.startswith("cpu") else "engine"])
         ordered = sorted(times)
         p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
         mean = statistics.mean(times)
-        added = "" if name == "engine" else f"{mean - base:+.1f}"
-        print(f"{name:<16}{mean:>10.1f}{statistics.median(times):>10.1f}{p95:>10.1f}{added:>14}")
+        added = "" if name in ("engine", "cpu engine") else f"{mean - base:+.1f}"
+        print(f"{name:<22}{mean:>10.1f}{statistics.median(times):>10.1f}{p95:>10.1f}{added:>15}")
     return 0
 
 

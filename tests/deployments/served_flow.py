@@ -20,19 +20,18 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.context import TaskRunContext
 
-from reelforge.comfy.collect import JobRecord, run_template
-from reelforge.comfy.fleet import open_fleet
-from reelforge.comfy.pool import WorkerPool
-from reelforge.comfy.types import JobOwner
+from reelforge.comfy import JobOwner, WorkerPool
+from reelforge.fleet import open_fleet
+from reelforge.jobs import TemplateRun, run_template
 from reelforge.settings import WorkerSettings
-from reelforge.templates.template import load_template
+from reelforge.templates import load_template
 from tasks.cancellation import CancelScope, cancel_scope, on_cancellation, on_crashed
 
 TEMPLATE = "character_base_stylized"
 
 
 @task(cache_policy=NONE, task_run_name="gpu-{job_id}")
-async def gpu_job(pool: WorkerPool, params: dict[str, object], job_id: str, dest_dir: Path) -> JobRecord:
+async def gpu_job(pool: WorkerPool, params: dict[str, object], job_id: str, dest_dir: Path) -> TemplateRun:
     ctx = TaskRunContext.get()
     assert ctx is not None
     owner = JobOwner(job_id=job_id, flow_run_id=str(ctx.task_run.flow_run_id), task_run_id=str(ctx.task_run.id))
@@ -72,7 +71,7 @@ async def cancellable(jobs: int = 6, seed: int = 0, out_dir: str = ".") -> list[
             )
     finally:
         _write_scope(out, scope, started)
-    return [str(f) for r in records for f in r.files]
+    return [str(f.path) for r in records for f in r.files]
 
 
 def main(argv: list[str]) -> int:
