@@ -14,11 +14,12 @@ transliteration would file a later run of the same name under a new folder.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 
 from anyascii import anyascii
+
+from reelforge.hashing import sha256_bytes
 
 MAX_SLUG_LENGTH = 48
 HASH_LENGTH = 8
@@ -36,7 +37,7 @@ def has_name_characters(name: str) -> bool:
 
 
 def name_hash(name: str) -> str:
-    return hashlib.sha256(normalize_name(name).encode("utf-8")).hexdigest()[:HASH_LENGTH]
+    return sha256_bytes(normalize_name(name).encode("utf-8"))[:HASH_LENGTH]
 
 
 def _words(text: str) -> str:

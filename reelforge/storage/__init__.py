@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from reelforge.settings import StoreSettings
 from reelforge.storage.base import ArtifactKind, ArtifactRef, ArtifactStore, guess_media
-from reelforge.storage.errors import ArtifactMissing, StoreConflict, StoreError, StoreUnavailable, UnsafeKey
+from reelforge.storage.errors import (
+    ArtifactMissing,
+    StoreConflict,
+    StoreError,
+    StoreFull,
+    StoreNotWritable,
+    StoreUnavailable,
+    UnsafeKey,
+)
 from reelforge.storage.local import LocalStore
+from reelforge.storage.versions import VersionInfo
 
 __all__ = [
     "ArtifactKind",
@@ -15,8 +24,11 @@ __all__ = [
     "LocalStore",
     "StoreConflict",
     "StoreError",
+    "StoreFull",
+    "StoreNotWritable",
     "StoreUnavailable",
     "UnsafeKey",
+    "VersionInfo",
     "guess_media",
     "open_store",
 ]

@@ -55,7 +55,7 @@ from botocore.exceptions import (
 from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
-from reelforge.hashing import CHUNK_SIZE, sha256_file, sha256_stream
+from reelforge.hashing import CHUNK_SIZE, sha256_bytes, sha256_file, sha256_stream
 from reelforge.liveness import Holder
 from reelforge.settings import StoreSettings
 from reelforge.storage import versions as _versions
@@ -348,7 +348,7 @@ class S3Store:
         return ArtifactRef(
             key=key,
             uri=self._uri(key),
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=sha256_bytes(data),
             size=len(data),
             media_type=media_type,
             kind=kind_,
