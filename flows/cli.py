@@ -80,7 +80,8 @@ def _load_spec(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise BadInput(f"--spec {path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+        what = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        raise BadInput(f"--spec {path}: not valid {what}: {exc}") from exc
     if not isinstance(data, dict):
         raise BadInput(f"--spec {path}: expected a mapping of parameter names to values, got {type(data).__name__}")
     return data

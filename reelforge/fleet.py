@@ -27,7 +27,9 @@ __all__ = ["open_fleet", "worker_clients"]
 _LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 
-def worker_clients(settings: WorkerSettings, http: httpx.AsyncClient, urls: list[str] | None = None) -> list[ComfyClient]:
+def worker_clients(
+    settings: WorkerSettings, http: httpx.AsyncClient, urls: list[str] | None = None
+) -> list[ComfyClient]:
     """One client per configured worker (or per URL in ``urls``), with the token and request timeout."""
     token = settings.comfy_token.get_secret_value() if settings.comfy_token else None
     targets = urls if urls is not None else [e.url for e in settings.comfy_urls]

@@ -3,7 +3,7 @@
 | event | resource id | when |
 |---|---|---|
 | ``reelforge.job.completed`` | ``reelforge.job.<job id>`` | a GPU job's outputs are stored (or came from cache) |
-| ``reelforge.<stage>.completed`` | ``reelforge.job.<job id>`` | a CPU stage (e.g. ``reelforge.phash.completed``) is done |
+| ``reelforge.<stage>.completed`` | ``reelforge.job.<job id>`` | a CPU stage is done (``reelforge.phash.completed``) |
 | ``reelforge.character.ready`` | ``reelforge.character.<slug>`` | a character version's manifest is written |
 | ``reelforge.video.ready`` | ``reelforge.video.<slug>`` | a video is assembled and stored |
 

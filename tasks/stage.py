@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 from prefect import Task, task
@@ -67,6 +67,7 @@ MECHANISM_VERSION = "stage/1"
 TIMEOUT_GRACE_S = 30.0
 
 TimeoutKind = Literal["image", "upscale", "video", "audio", "lora", "cpu"]
+_GPU_TIMEOUTS = frozenset({"image", "upscale", "video", "audio", "lora"})
 
 
 def _package_version() -> str:
@@ -103,8 +104,8 @@ class Stage(BaseModel):
         from tasks.gpu import template_named
 
         template = template_named(template_name)
-        kind: TimeoutKind = template.kind if template.kind in ("image", "upscale", "video", "audio", "lora") else "video"  # type: ignore[assignment]
-        return cls(name=template.name, version=template.version, kind="gpu", timeout=kind, template=template.name)
+        timeout = cast(TimeoutKind, template.kind if template.kind in _GPU_TIMEOUTS else "video")
+        return cls(name=template.name, version=template.version, kind="gpu", timeout=timeout, template=template.name)
 
 
 def stage_cache_key(stage: Stage, params: Mapping[str, Any], inputs: Mapping[str, ArtifactRef] | None = None) -> str:
@@ -121,7 +122,8 @@ def stage_cache_key(stage: Stage, params: Mapping[str, Any], inputs: Mapping[str
 
 
 def _cache_key_fn(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    return f"{parameters['stage'].name}-{stage_cache_key(parameters['stage'], parameters['params'], parameters.get('inputs'))}"
+    stage: Stage = parameters["stage"]
+    return f"{stage.name}-{stage_cache_key(stage, parameters['params'], parameters.get('inputs'))}"
 
 
 # ---------------------------------------------------------------------------------------------- live objects

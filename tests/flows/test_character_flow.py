@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,12 +15,15 @@ import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Artifact
+from prefect.exceptions import ParameterTypeError
+from pydantic import ValidationError
 
 import tasks.events
 from flows.character import CharacterResult, character_flow
+from reelforge.comfy import NoHealthyWorkers
 from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
 from reelforge.settings import StoreSettings
-from reelforge.storage import LocalStore, open_store
+from reelforge.storage import LocalStore, StoreError, open_store
 from reelforge.storage.lineage import read_manifest
 
 
@@ -45,6 +51,12 @@ def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def prompts_sent(workers: list[PreviewWorkerThread]) -> int:
     return sum(w.stats.prompts_executed for w in workers)
 
@@ -54,11 +66,20 @@ def flow_run_id(result: CharacterResult) -> UUID:
     return UUID(result.run_manifest_key.split("/")[1])
 
 
+def gpu(result: CharacterResult) -> list[dict[str, Any]]:
+    return [row for row in result.jobs if row["kind"] == "gpu"]
+
+
+def status(result: CharacterResult, kind: str = "gpu") -> list[str]:
+    return [str(row["status"]) for row in sorted(result.jobs, key=lambda r: str(r["job"])) if row["kind"] == kind]
+
+
 async def test_second_run_is_cached_and_a_change_reruns_only_changed_jobs(
     fleet: list[PreviewWorkerThread], store_dir: Path
 ) -> None:
     first = await character_flow(name="Cache Person", variations=2, width=320, height=256)
-    assert (first.executed, first.cached, first.version) == (3, 0, 1)
+    # 3 GPU stages (base + 2 variations) and 3 CPU stages (their perceptual hashes).
+    assert (first.executed, first.cached, first.version) == (6, 0, 1)
     store = LocalStore(store_dir)
     refs = [first.base, *first.variations]
     assert len({r.sha256 for r in refs}) == 3
@@ -68,12 +89,15 @@ async def test_second_run_is_cached_and_a_change_reruns_only_changed_jobs(
         assert ref.key.rsplit("/", 1)[-1] == f"{ref.sha256[:16]}.png"
         with Image.open(store.path_for(ref.key)) as image:
             assert image.size == (320, 256)
+        assert len(first.phashes[ref.key]) == 16
     assert [r.key.split("/")[3] for r in refs] == ["base", "variations", "variations"]
     manifest = read_manifest(store, first.manifest_key)
-    assert manifest.kind == "character" and len(manifest.artifacts) == 3
-    base_record = manifest.artifacts[0]
-    assert base_record.template == "character_base_realistic" and base_record.worker
-    assert manifest.artifacts[1].parents[0].sha256 == first.base.sha256  # lineage: variation <- base
+    assert manifest.kind == "character" and manifest.name == "Cache Person" and manifest.version == 1
+    assert len(manifest.stages) == 6 and len(manifest.artifacts) == 3
+    base_record = next(s for s in manifest.stages if s.job_id.endswith("-base"))
+    assert base_record.stage == "character_base_realistic" and base_record.job and base_record.job.worker
+    variation = next(s for s in manifest.stages if s.job_id.endswith("-var00"))
+    assert variation.inputs["image"].sha256 == first.base.sha256  # lineage: variation <- base
     assert store.exists(first.run_manifest_key or "")
     # Task results are small references, persisted beside the store.
     results = list((store_dir / ".prefect-results").iterdir())
@@ -81,23 +105,92 @@ async def test_second_run_is_cached_and_a_change_reruns_only_changed_jobs(
 
     sent = prompts_sent(fleet)
     second = await character_flow(name="Cache Person", variations=2, width=320, height=256)
-    assert (second.executed, second.cached, second.version) == (0, 3, 2)
+    assert (second.executed, second.cached, second.version) == (0, 6, 2)
     assert prompts_sent(fleet) == sent, "a cached run must not send any prompt to the workers"
     assert [r.sha256 for r in [second.base, *second.variations]] == [r.sha256 for r in refs]
     assert {row["status"] for row in second.jobs} == {"cached"}
-    assert all(a.cached for a in read_manifest(store, second.manifest_key).artifacts)
+    assert all(s.cached for s in read_manifest(store, second.manifest_key).stages)
+    assert second.phashes == first.phashes
 
-    # One more variation: only that job runs.
+    # One more variation: only that job (and its hash) runs.
     third = await character_flow(name="Cache Person", variations=3, width=320, height=256)
-    assert (third.executed, third.cached) == (1, 3)
+    assert (third.executed, third.cached) == (2, 6)
     assert prompts_sent(fleet) == sent + 1
-    assert [row["status"] for row in third.jobs] == ["cached", "cached", "cached", "executed"]
+    assert status(third) == ["cached", "cached", "cached", "executed"]
 
     # A cached result whose artifact was deleted from the store is computed again.
     store.path_for(first.variations[0].key).unlink()
     fourth = await character_flow(name="Cache Person", variations=1, width=320, height=256)
-    assert [row["status"] for row in fourth.jobs] == ["cached", "executed"]
+    assert status(fourth) == ["cached", "executed"]
     assert store.exists(fourth.variations[0].key)
+
+
+async def test_two_runs_of_one_character_at_once_become_v1_and_v2(
+    fleet: list[PreviewWorkerThread], store_dir: Path
+) -> None:
+    results = await asyncio.gather(
+        *(character_flow(name="Twin Run", variations=1, width=256, height=256) for _ in range(2))
+    )
+    assert sorted(r.version for r in results) == [1, 2]
+    store = LocalStore(store_dir)
+    for result in results:
+        assert read_manifest(store, result.manifest_key).version == result.version
+    # The GPU work was done once: the second run waited on the cache lock and reused it.
+    assert sorted(r.executed for r in results)[0] == 0
+    assert [v.state for v in store.versions("characters/twin-run/")] == ["complete", "complete"]
+
+
+async def test_names_that_are_not_latin_keep_their_name_and_get_distinct_slugs(
+    fleet: list[PreviewWorkerThread], store_dir: Path
+) -> None:
+    korean = await character_flow(name="김민아", variations=0, width=256, height=256)
+    emoji = await character_flow(name="🎤🎶", variations=0, width=256, height=256)
+    assert korean.slug != emoji.slug and "character" not in (korean.slug, emoji.slug)
+    assert (korean.version, emoji.version) == (1, 1)
+    store = LocalStore(store_dir)
+    assert read_manifest(store, korean.manifest_key).name == "김민아"
+    assert read_manifest(store, emoji.manifest_key).name == "🎤🎶"
+    with pytest.raises(ValidationError, match="name"):
+        await character_flow(name="   ", variations=0)
+
+
+async def test_bad_parameters_fail_with_field_errors_before_any_gpu_time(
+    fleet: list[PreviewWorkerThread], store_dir: Path
+) -> None:
+    sent = prompts_sent(fleet)
+    with pytest.raises(ParameterTypeError, match="variations"):
+        await character_flow(name="Bounds", variations=-3)
+    assert prompts_sent(fleet) == sent
+
+
+async def test_unreachable_workers_fail_at_once_naming_each(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    monkeypatch.setenv("REELFORGE_COMFY_URLS", ",".join(closed))
+    monkeypatch.setenv("REELFORGE_WORKER_GRACE_S", "1.5")
+    begin = time.monotonic()
+    with pytest.raises(NoHealthyWorkers) as failed:
+        await character_flow(name="Nobody Home", variations=1)
+    assert time.monotonic() - begin < 60, "no 300 s wait, no retries of it"
+    message = str(failed.value)
+    for url in closed:
+        assert url.removeprefix("http://") in message
+    assert "REELFORGE_WORKER_GRACE_S" in message and "ConnectError" in message
+    warned = [r.getMessage() for r in caplog.records if "not healthy at start" in r.getMessage()]
+    assert len(warned) == 2
+
+
+async def test_an_unwritable_store_is_found_before_the_run_starts(
+    fleet: list[PreviewWorkerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store should be")
+    monkeypatch.setenv("REELFORGE_STORE", str(blocker / "store"))
+    sent = prompts_sent(fleet)
+    with pytest.raises(StoreError) as failed:
+        await character_flow(name="Nowhere", variations=1)
+    assert str(blocker) in str(failed.value) and prompts_sent(fleet) == sent
 
 
 async def test_run_has_progress_table_gallery_and_events(
@@ -126,8 +219,8 @@ async def test_run_has_progress_table_gallery_and_events(
     assert float(by_type["progress"].data) == 100.0  # type: ignore[arg-type]
     table = by_type["table"].data
     rows = json.loads(table) if isinstance(table, str) else table
-    assert [r["status"] for r in rows] == ["executed", "executed"]
-    assert {r["template"] for r in rows} == {"character_base_realistic", "character_variation_realistic"}
+    assert [r["status"] for r in rows] == ["executed"] * 4
+    assert {r["stage"] for r in rows} == {"character_base_realistic", "character_variation_realistic", "phash"}
     assert by_type["table"].key == "character-art-person-jobs"
     markdown = str(by_type["markdown"].data)
     assert result.base.key in markdown and result.variations[0].key in markdown
@@ -141,13 +234,15 @@ async def test_run_has_progress_table_gallery_and_events(
     assert len(ready) == 1
     assert ready[0]["resource"]["prefect.resource.id"] == "reelforge.character.art-person"
     assert ready[0]["payload"]["manifest_key"] == result.manifest_key
-    assert ready[0]["payload"]["jobs_executed"] == 2
+    assert ready[0]["payload"]["jobs_executed"] == 4
+    hashed = sorted(e["resource"]["prefect.resource.id"] for e in emitted if e["event"] == "reelforge.phash.completed")
+    assert hashed == ["reelforge.job.art-person-v1-base-phash", "reelforge.job.art-person-v1-var00-phash"]
 
 
 async def test_stylized_family_uses_sdxl_templates(fleet: list[PreviewWorkerThread], store_dir: Path) -> None:
     result = await character_flow(name="Bolt", character_type="mascot", variations=1, width=512, height=512)
     assert result.family == "stylized"
-    assert [row["template"] for row in result.jobs] == ["character_base_stylized", "character_variation_stylized"]
+    assert [row["stage"] for row in gpu(result)] == ["character_base_stylized", "character_variation_stylized"]
 
 
 async def test_s3_store_second_run_is_cached(
@@ -160,14 +255,14 @@ async def test_s3_store_second_run_is_cached(
     monkeypatch.setenv("REELFORGE_S3_ACCESS_KEY_ID", s3_settings.s3_access_key_id.get_secret_value())
     monkeypatch.setenv("REELFORGE_S3_SECRET_ACCESS_KEY", s3_settings.s3_secret_access_key.get_secret_value())
     first = await character_flow(name="Cloud Person", variations=1, width=256, height=256)
-    assert (first.executed, first.cached) == (2, 0)
+    assert (first.executed, first.cached) == (4, 0)
     assert first.base.uri.startswith("s3://")
     bucket = s3_settings.store.removeprefix("s3://").split("/")[0]
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert any(".prefect-results/" in k for k in keys), keys
     sent = prompts_sent(fleet)
     second = await character_flow(name="Cloud Person", variations=1, width=256, height=256)
-    assert (second.executed, second.cached) == (0, 2)
+    assert (second.executed, second.cached) == (0, 4)
     assert prompts_sent(fleet) == sent
     store = open_store(s3_settings)
     assert store.exists(second.base.key) and store.exists(second.manifest_key)

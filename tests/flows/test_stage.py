@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stage_fns
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Failed
 
-import stage_fns
 import tasks.events
 import tasks.gpu
 import tasks.stage
@@ -47,7 +47,9 @@ WHERE = Stage.cpu("where", version="1", fn=stage_fns.pid_of_worker, process=True
 
 
 def _ref(sha: str) -> ArtifactRef:
-    return ArtifactRef(key=f"a/{sha[:16]}.png", uri="file:///x", sha256=sha, size=1, media_type="image/png", kind="image")
+    return ArtifactRef(
+        key=f"a/{sha[:16]}.png", uri="file:///x", sha256=sha, size=1, media_type="image/png", kind="image"
+    )
 
 
 def test_cache_key_is_content_only() -> None:
@@ -59,7 +61,8 @@ def test_cache_key_is_content_only() -> None:
     assert key == stage_cache_key(UPPER, {"seed": 1, "prompt": "p"}, {"image": moved})
     bumped = UPPER.model_copy(update={"version": "2"})
     assert key != stage_cache_key(bumped, {"seed": 1, "prompt": "p"}, {"image": _ref(a)})
-    assert key != stage_cache_key(UPPER.model_copy(update={"name": "other"}), {"seed": 1, "prompt": "p"}, {"image": _ref(a)})
+    renamed = UPPER.model_copy(update={"name": "other"})
+    assert key != stage_cache_key(renamed, {"seed": 1, "prompt": "p"}, {"image": _ref(a)})
     assert key != stage_cache_key(UPPER, {"seed": 2, "prompt": "p"}, {"image": _ref(a)})
     assert key != stage_cache_key(UPPER, {"seed": 1, "prompt": "p"}, {"image": _ref(b)})
 
@@ -214,10 +217,14 @@ async def test_cpu_timeout_kills_the_process(worker: PreviewWorkerThread, tmp_pa
         await in_flow(settings, body)
     assert time.monotonic() - begin < 30
     pid = int(counter.read_text().split()[0])
-    deadline = time.monotonic() + 5
+    assert not await asyncio.to_thread(_still_alive_after, pid, 5.0), "the child must be killed at its timeout"
+
+
+def _still_alive_after(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while _alive(pid) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not _alive(pid), "the child running the stage must be killed at its timeout"
+        time.sleep(0.05)
+    return _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -254,12 +261,7 @@ async def test_a_lock_left_by_a_killed_run_is_taken_over(worker: PreviewWorkerTh
     params = {"counter": str(counter)}
     key = f"upper-{stage_cache_key(UPPER, params, {'text': source})}"
     folder = lock_folder_for(StoreSettings(store=str(store_dir)))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(folder), key], stdout=subprocess.PIPE, text=True
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
+    await asyncio.to_thread(_lock_and_get_killed, folder, key)
     assert (folder / f"{key}.lock").exists(), "the killed holder left its lock file behind"
 
     async def body(runner: StageRunner) -> StageRecord:
@@ -267,6 +269,14 @@ async def test_a_lock_left_by_a_killed_run_is_taken_over(worker: PreviewWorkerTh
 
     record: StageRecord = await asyncio.wait_for(in_flow(settings_for(worker.url, store_dir), body), 120)
     assert record.executed and not (folder / f"{key}.lock").exists()
+
+
+def _lock_and_get_killed(folder: Path, key: str) -> None:
+    """A child process takes the lock, then dies by SIGKILL holding it."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder), key], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
 
 
 HOLD_LOCK = """
