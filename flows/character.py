@@ -19,15 +19,21 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from reelforge.characters.prompts import build_prompts
-from reelforge.characters.spec import CharacterSpec, Gender, StyleFamily
+from reelforge.characters import CharacterSpec, Gender, StyleFamily, build_prompts
 from reelforge.engine import open_engine
 from reelforge.jobs import validate_on_pool
 from reelforge.liveness import Holder
 from reelforge.settings import Settings
-from reelforge.storage import ArtifactRef
-from reelforge.storage.keys import character_prefix, character_stage_prefix
-from reelforge.storage.lineage import Manifest, StageRecord, character_manifest_key, run_manifest_key, write_manifest
+from reelforge.storage import (
+    ArtifactRef,
+    Manifest,
+    StageRecord,
+    character_manifest_key,
+    character_prefix,
+    character_stage_prefix,
+    run_manifest_key,
+    write_manifest,
+)
 from tasks.artifacts import job_rows, publish_summary
 from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
 from tasks.events import character_ready

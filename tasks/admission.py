@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
-from reelforge.comfy.pool import WorkerPool
+from reelforge.comfy import WorkerPool
 
 LIMIT_PREFIX = "reelforge-gpu-"
 

@@ -8,8 +8,7 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from reelforge.storage import ArtifactStore
-from reelforge.storage.lineage import StageRecord
+from reelforge.storage import ArtifactStore, StageRecord
 
 
 def job_rows(records: Sequence[StageRecord]) -> list[dict[str, str | float]]:

@@ -18,8 +18,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from reelforge.storage.base import ArtifactRef
-from reelforge.storage.lineage import StageRecord
+from reelforge.storage import ArtifactRef, StageRecord
 
 JOB_COMPLETED = "reelforge.job.completed"
 CHARACTER_READY = "reelforge.character.ready"

@@ -19,8 +19,7 @@ from prefect.context import TaskRunContext
 from reelforge.comfy import ComfyError, JobOwner
 from reelforge.jobs import OutputFetchFailed, run_template
 from reelforge.records import Product, StageOutput
-from reelforge.storage import ArtifactKind
-from reelforge.storage.lineage import JobFacts, cost_for
+from reelforge.storage import ArtifactKind, JobFacts, cost_for
 from reelforge.templates import Template, load_template
 
 if TYPE_CHECKING:

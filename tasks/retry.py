@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from reelforge.comfy.errors import TransientComfyError
-from reelforge.storage.errors import StoreUnavailable
+from reelforge.comfy import TransientComfyError
+from reelforge.cpu import CpuWorkerLost
+from reelforge.storage import StoreUnavailable
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientComfyError, StoreUnavailable)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientComfyError, StoreUnavailable, CpuWorkerLost)
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -43,13 +43,19 @@ from pydantic import BaseModel, ConfigDict
 
 from reelforge.cpu import function_path
 from reelforge.engine import Engine
-from reelforge.hashing import canonical_sha256
+from reelforge.hashing import canonical_sha256, sha256_file
 from reelforge.liveness import make_job_dir
 from reelforge.records import Product, StageOutput
 from reelforge.settings import LimitSettings
-from reelforge.storage import ArtifactRef, ArtifactStore
-from reelforge.storage.keys import content_key
-from reelforge.storage.lineage import ParentRef, StageKind, StageRecord, StoredOutput
+from reelforge.storage import (
+    ArtifactRef,
+    ArtifactStore,
+    ParentRef,
+    StageKind,
+    StageRecord,
+    StoredOutput,
+    content_key,
+)
 from tasks.admission import GpuAdmission
 from tasks.events import stage_completed
 from tasks.locks import StageLockManager
@@ -217,8 +223,6 @@ def _store_products(store: ArtifactStore, products: list[Product], place: str) -
     for product in products:
         sha = product.sha256
         if sha is None:
-            from reelforge.hashing import sha256_file
-
             sha, _ = sha256_file(product.path)
         key = content_key(place, sha, product.path.suffix)
         ref = store.put_file(product.path, key, kind=product.kind, sha256=sha)

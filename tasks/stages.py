@@ -6,7 +6,7 @@ results are then computed again.
 
 from __future__ import annotations
 
-from reelforge.media.phash import phash_stage
+from reelforge.media import phash_stage
 from tasks.stage import Stage
 
 __all__ = ["PHASH"]

@@ -2,5 +2,15 @@
 
 from reelforge.media.errors import FFmpegError, FFmpegNotFound, FFmpegTimeout, MediaError
 from reelforge.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+from reelforge.media.phash import phash_file, phash_stage
 
-__all__ = ["FFmpegError", "FFmpegNotFound", "FFmpegTimeout", "MediaError", "ffmpeg_exe", "run_ffmpeg"]
+__all__ = [
+    "FFmpegError",
+    "FFmpegNotFound",
+    "FFmpegTimeout",
+    "MediaError",
+    "ffmpeg_exe",
+    "phash_file",
+    "phash_stage",
+    "run_ffmpeg",
+]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reelforge.settings import StoreSettings
+from typing import TYPE_CHECKING
+
 from reelforge.storage.base import ArtifactKind, ArtifactRef, ArtifactStore, guess_media
 from reelforge.storage.errors import (
     ArtifactMissing,
@@ -13,24 +14,69 @@ from reelforge.storage.errors import (
     StoreUnavailable,
     UnsafeKey,
 )
+from reelforge.storage.keys import (
+    character_key,
+    character_prefix,
+    character_stage_prefix,
+    check_key,
+    content_key,
+    production_key,
+    run_key,
+    safe_slug,
+)
+from reelforge.storage.lineage import (
+    JobFacts,
+    Manifest,
+    ParentRef,
+    StageKind,
+    StageRecord,
+    StoredOutput,
+    character_manifest_key,
+    cost_for,
+    read_manifest,
+    run_manifest_key,
+    write_manifest,
+)
 from reelforge.storage.local import LocalStore
 from reelforge.storage.versions import VersionInfo
+
+if TYPE_CHECKING:  # settings import storage's key rules; storage needs only their attributes
+    from reelforge.settings import StoreSettings
 
 __all__ = [
     "ArtifactKind",
     "ArtifactMissing",
     "ArtifactRef",
     "ArtifactStore",
+    "JobFacts",
     "LocalStore",
+    "Manifest",
+    "ParentRef",
+    "StageKind",
+    "StageRecord",
     "StoreConflict",
     "StoreError",
     "StoreFull",
     "StoreNotWritable",
     "StoreUnavailable",
+    "StoredOutput",
     "UnsafeKey",
     "VersionInfo",
+    "character_key",
+    "character_manifest_key",
+    "character_prefix",
+    "character_stage_prefix",
+    "check_key",
+    "content_key",
+    "cost_for",
     "guess_media",
     "open_store",
+    "production_key",
+    "read_manifest",
+    "run_key",
+    "run_manifest_key",
+    "safe_slug",
+    "write_manifest",
 ]
 
 

@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
@@ -57,7 +57,6 @@ from s3transfer.subscribers import BaseSubscriber
 
 from reelforge.hashing import CHUNK_SIZE, sha256_bytes, sha256_file, sha256_stream
 from reelforge.liveness import Holder
-from reelforge.settings import StoreSettings
 from reelforge.storage import versions as _versions
 from reelforge.storage.base import ARTIFACT_KINDS, ArtifactRef, guess_media, json_bytes
 from reelforge.storage.errors import (
@@ -71,6 +70,9 @@ from reelforge.storage.errors import (
     boundary,
 )
 from reelforge.storage.keys import check_key, check_prefix, version_number
+
+if TYPE_CHECKING:  # settings import storage's key rules; storage needs only their attributes
+    from reelforge.settings import StoreSettings
 
 MIB = 1024 * 1024
 # Codes S3 (and compatible servers) use for "try again later".

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import stage_fns
 from prefect import flow
@@ -21,7 +22,7 @@ from prefect.states import Failed
 import tasks.events
 import tasks.gpu
 import tasks.stage
-from reelforge.comfy import PromptValidationError, WorkerServerError, WorkerUnavailable
+from reelforge.comfy import JobDeadlineExceeded, PromptValidationError, WorkerServerError, WorkerUnavailable
 from reelforge.cpu import CpuTimeout
 from reelforge.engine import open_engine
 from reelforge.hashing import sha256_bytes
@@ -99,9 +100,9 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks.stage, "run_stage", tasks.stage.run_stage.with_options(retry_delay_seconds=0))
 
 
-def settings_for(worker_url: str, store: Path, **limits: Any) -> Settings:
+def settings_for(worker_url: str, store: Path, *, workers: dict[str, Any] | None = None, **limits: Any) -> Settings:
     return Settings(
-        workers=WorkerSettings(comfy_urls=worker_url),  # type: ignore[arg-type]
+        workers=WorkerSettings(comfy_urls=worker_url, **(workers or {})),  # type: ignore[arg-type]
         store=StoreSettings(store=str(store)),
         limits=LimitSettings(**limits),
         llm=LLMSettings(),
@@ -311,6 +312,58 @@ async def test_gpu_stage_records_the_job_once_and_is_cached(worker: PreviewWorke
     assert image.kind == "image" and image.node_id and image.key == content_key("tests/base/", image.sha256, ".png")
     second = await _gpu_once(worker.url, tmp_path, {**PARAMS, "seed": 21})
     assert second.cached and second.outputs == first.outputs and worker.stats.prompts_executed == sent + 1
+
+
+async def test_job_timeout_setting_bounds_a_gpu_job(tmp_path: Path, fast_retries: None) -> None:
+    async with PreviewWorker(tmp_path / "slow", latency="fixed:5") as slow:
+        begin = time.monotonic()
+        with pytest.raises(JobDeadlineExceeded, match="did not finish within"):
+            await _gpu_once(slow.url, tmp_path / "store", PARAMS, workers={"job_timeout_s": 0.5})
+        assert time.monotonic() - begin < 20  # 4 attempts of 0.5 s, not 4 of 5 s
+        assert await _drained(slow.url, within_s=10), "each timed-out prompt was taken off the worker"
+
+
+async def _drained(url: str, *, within_s: float) -> bool:
+    """Whether the worker's queue is (or becomes, within ``within_s``) empty; an interrupt lands at a node edge."""
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient() as http:
+        while True:
+            data = (await http.get(f"{url}/queue")).json()
+            if not data["queue_running"] and not data["queue_pending"]:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+
+async def test_a_failed_download_is_retried_as_a_download_not_a_new_job(tmp_path: Path) -> None:
+    """A slow /view after the prompt completed: the download is tried again; the prompt never runs twice."""
+    async with PreviewWorker(tmp_path / "a", name="a") as a, PreviewWorker(tmp_path / "b", name="b") as b:
+        a.faults.set_slow_view(1.0)
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.5, a.faults.clear)  # /view answers again while the downloads retry
+        record = await _gpu_once(
+            f"{a.url},{b.url}", tmp_path / "store", {**PARAMS, "seed": 31},
+            workers={"request_timeout_s": 0.5, "download_retries": 4},
+        )
+        assert record.job is not None and record.job.worker == a.url.removeprefix("http://")
+        assert (a.stats.prompts_executed, b.stats.prompts_executed) == (1, 0)
+
+
+async def test_a_worker_whose_downloads_keep_failing_is_avoided_by_the_retry(
+    tmp_path: Path, fast_retries: None
+) -> None:
+    async with PreviewWorker(tmp_path / "a", name="a") as a, PreviewWorker(tmp_path / "b", name="b") as b:
+        a.faults.set_slow_view(3.0)
+        begin = time.monotonic()
+        record = await _gpu_once(
+            f"{a.url},{b.url}", tmp_path / "store", {**PARAMS, "seed": 32},
+            workers={"request_timeout_s": 0.5, "download_retries": 1},
+        )
+        assert record.job is not None and record.job.worker == b.url.removeprefix("http://")
+        # Once on a (its downloads failed, so it cooled down) and once on b: not four times on a.
+        assert (a.stats.prompts_executed, b.stats.prompts_executed) == (1, 1)
+        assert time.monotonic() - begin < 30
 
 
 async def test_transient_gpu_error_is_retried(

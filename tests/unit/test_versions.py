@@ -66,7 +66,7 @@ def test_put_new_without_hard_links(store: LocalStore, monkeypatch: pytest.Monke
 
 def test_processes_reserving_at_once_get_distinct_numbers(store: LocalStore) -> None:
     store.put_bytes(b"old", f"{PREFIX}v1/base/a.png")  # a version made by older code: never reused
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork would copy the threads a Prefect harness runs
     processes, per_process = 6, 4
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
