@@ -11,7 +11,8 @@ parameter is a new option with the same bounds, and ``--spec FILE`` (JSON or YAM
 * ``--json``: one JSON object on stdout (flow run id, final state, manifest URI, executed and cached stages by
   kind, the flow's result); progress, logs and the table go to stderr.
 * Exit codes: 0 the flow completed; 1 it failed; 2 bad input (a parameter, the spec file), nothing was run;
-  130 interrupted (Ctrl-C): the run's prompts are removed from every worker before the command exits.
+  130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the run's prompts are removed from every worker before the
+  command exits (within seconds: the clean-up is bounded).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import typer
 import yaml
 from prefect import Flow
 from prefect.client.schemas.objects import State
+from prefect.exceptions import TerminationSignal
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from rich.console import Console
@@ -43,7 +45,7 @@ __all__ = ["app", "main", "register", "run_app"]
 run_app = typer.Typer(help="Run a flow here (ephemeral Prefect unless PREFECT_API_URL is set).", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 Summary = Callable[[Any, Console], None]
 
@@ -249,12 +251,13 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
     try:
         with display.bar:
             state: State[Any] = asyncio.run(command.flow(**params, return_state=True))  # type: ignore[call-overload]
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, TerminationSignal) as stop:
+        what = "terminated (SIGTERM)" if isinstance(stop, TerminationSignal) else "interrupted"
         where = f" (flow run {display.flow_run_id})" if display.flow_run_id else ""
-        err.print(f"[yellow]interrupted{where}:[/] its prompts were removed from every worker; nothing more runs.")
+        err.print(f"[yellow]{what}{where}:[/] its prompts were removed from every worker; nothing more runs.")
         if as_json:
             print(json.dumps({"flow": command.flow.name, "flow_run_id": display.flow_run_id, "state": "Cancelled"}))
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(stop, TerminationSignal) else EXIT_INTERRUPTED
     finally:
         remove()
     result = state.result(raise_on_failure=False)

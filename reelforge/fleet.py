@@ -66,6 +66,7 @@ async def open_fleet(
             labels=labels or None,
             queue_depth=settings.queue_depth,
             health_interval=settings.health_interval_s,
+            ephemeral=settings.embedded,
         )
         await stack.enter_async_context(pool)
         if wait_healthy:

@@ -42,7 +42,9 @@ __all__ = ["CancelScope", "cancel_flow_run_prompts", "cancel_scope", "on_cancell
 
 log = logging.getLogger(__name__)
 
-CLEANUP_TIMEOUT_S = 30.0  # the whole cleanup; each worker also gives up after its own settle time
+# The whole cleanup: a SIGTERM'd process must exit promptly even when a worker hangs (each request has its own
+# timeout too, and each worker its settle time).
+CLEANUP_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -77,6 +79,11 @@ async def _cleanup(pool: WorkerPool, scope: CancelScope, why: str) -> None:
     await pool.submissions_settled(timeout=5.0)
     if scope.flow_run_id is None:
         logger.warning("cancel_scope: no flow run id; dispatch stopped but prompts on workers are left alone")
+        return
+    if pool.ephemeral:
+        # Embedded preview workers stop with this process; after a SIGTERM their servers are already being torn
+        # down with the event loop, so asking them would only wait for request timeouts.
+        logger.warning("cancel_scope (%s): dispatch stopped; the embedded preview workers stop with this run", why)
         return
     scope.report = await cancel_owned(pool.clients, scope.flow_run_id)
     logger.warning("cancel_scope (%s): %s", why, scope.report.summary())

@@ -120,9 +120,10 @@ class FlowProgress:
         self.done += 1
         self._changed()
 
-    def job_failed(self, job_id: str) -> None:
+    def job_failed(self, job_id: str, *, counted: bool = True) -> None:
+        """The stage ended without a result; ``counted=False`` for one that was stopped, not failed."""
         self._running.pop(job_id, None)
-        self.failed += 1
+        self.failed += int(counted)
         self._changed()
 
     # ------------------------------------------------------------------ Prefect artifact

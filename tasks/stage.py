@@ -344,9 +344,10 @@ class StageRunner:
                 if not cached or refresh or await self._outputs_exist(record):
                     break
                 refresh = True  # a cached result whose artifacts are gone from the store: run it again
-        except BaseException:
+        except BaseException as exc:
             if progress:
-                progress.job_failed(job_id)
+                # Cancellation (CancelledError, Ctrl-C, SIGTERM) stops a stage; only an error fails it.
+                progress.job_failed(job_id, counted=isinstance(exc, Exception))
             raise
         record = record.model_copy(update={"cached": cached, "job_id": job_id, "wall_s": time.monotonic() - started})
         self.records.append(record)

@@ -166,9 +166,13 @@ class WorkerPool:
         max_failovers: int = 2,
         unavailable_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        ephemeral: bool = False,
     ) -> None:
+        """``ephemeral``: the workers live and die with this process (embedded preview workers), so there is
+        nothing to clean up on them after a cancel."""
         if queue_depth < 0:
             raise ValueError("queue_depth must be >= 0")
+        self.ephemeral = ephemeral
         self.queue_depth = queue_depth
         self.health_interval = health_interval
         self.cooldown_base = cooldown_base
