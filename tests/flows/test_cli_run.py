@@ -1,0 +1,132 @@
+"""``reelforge run character`` as a user runs it: a subprocess, its stdout/stderr, its exit code, Ctrl-C.
+
+The subprocess talks to this session's Prefect test server (``PREFECT_API_URL``), so it does not start a
+temporary server of its own; the workers are preview workers outside it, so a test can look at their queues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.settings import get_current_settings
+
+from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
+
+REELFORGE = str(Path(sys.executable).with_name("reelforge"))
+
+
+@pytest.fixture(scope="module")
+def slow_worker() -> Iterator[PreviewWorkerThread]:
+    thread = PreviewWorkerThread(PreviewWorker(latency="fixed:2", name="cli"))
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+def cli_env(tmp_path: Path, worker: PreviewWorkerThread) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REELFORGE_")}
+    env |= {
+        "PREFECT_API_URL": str(get_current_settings().api.url),
+        "REELFORGE_STORE": str(tmp_path / "store"),
+        "REELFORGE_COMFY_URLS": worker.url,
+        "COLUMNS": "120",
+    }
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([REELFORGE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_json_result_then_everything_cached(tmp_path: Path, slow_worker: PreviewWorkerThread) -> None:
+    env = cli_env(tmp_path, slow_worker)
+    args = ["run", "character", "--name", "Cli Person", "--variations", "1", "--width", "256", "--height", "256"]
+    first = run_cli([*args, "--json"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    data: dict[str, Any] = json.loads(first.stdout)  # stdout holds exactly one JSON object
+    assert data["state"] == "Completed" and data["flow_run_id"]
+    assert (data["executed"], data["cached"]) == (4, 0)
+    assert data["stages"] == {"gpu": {"executed": 2, "cached": 0}, "process": {"executed": 2, "cached": 0}}
+    manifest = Path(data["manifest_uri"].removeprefix("file://"))
+    assert json.loads(manifest.read_text())["name"] == "Cli Person"
+    assert "stages done" in first.stderr and "Cli Person v1" in first.stderr  # progress and table on stderr
+    second = run_cli(args, env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "4 stages: 0 executed, 4 cached (everything came from the cache)" in second.stdout
+    assert "manifest:" in second.stdout and "v2/manifest.json" in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--variations", "-3"], "--variations: Input should be greater than or equal to 0 (got '-3')"),
+        (["--gender", "robot"], "--gender: Input should be 'female', 'male' or 'nonbinary'"),
+        (["--spec", "/nonexistent/spec.yaml"], "--spec /nonexistent/spec.yaml: cannot read it"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, slow_worker: PreviewWorkerThread, args: list[str], fragment: str
+) -> None:
+    sent = slow_worker.stats.prompts_executed
+    proc = run_cli(["run", "character", *args], cli_env(tmp_path, slow_worker), timeout=60)
+    assert proc.returncode == 2
+    assert fragment in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+    assert slow_worker.stats.prompts_executed == sent
+
+
+def test_spec_file_gives_the_parameters(tmp_path: Path, slow_worker: PreviewWorkerThread) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: Spec Person\nvariations: 0\nwidth: 512\nheight: 512\ncharacter_type: mascot\n")
+    proc = run_cli(["run", "character", "--spec", str(spec), "--json"], cli_env(tmp_path, slow_worker))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["result"]
+    assert (result["name"], result["family"], result["variations"]) == ("Spec Person", "stylized", [])
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "words"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_a_stopped_run_removes_its_prompts_from_the_worker(
+    tmp_path: Path, slow_worker: PreviewWorkerThread, sig: signal.Signals, code: int, words: str
+) -> None:
+    args = ["run", "character", "--name", f"Stop {sig.name}", "--variations", "4", "--width", "256", "--height", "256"]
+    proc = subprocess.Popen(
+        [REELFORGE, *args], env=cli_env(tmp_path, slow_worker), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        flow_run_id = _wait_for_queued_variations(slow_worker.url, deadline=time.monotonic() + 120)
+        began = time.monotonic()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr[-3000:]
+    assert time.monotonic() - began < 30
+    assert words in stderr and "removed from every worker" in " ".join(stderr.split())
+    queue = httpx.get(f"{slow_worker.url}/queue").json()
+    items = queue["queue_running"] + queue["queue_pending"]
+    left = [i for i in items if i[3].get("reelforge", {}).get("flow_run_id") == flow_run_id]
+    assert left == [], "the stopped run's prompts must be gone from the worker"
+
+
+def _wait_for_queued_variations(url: str, *, deadline: float) -> str:
+    """The flow run id once a variation of it is running and another waits behind it."""
+    while time.monotonic() < deadline:
+        queue = httpx.get(f"{url}/queue").json()
+        owners = [i[3].get("reelforge", {}) for i in queue["queue_running"] + queue["queue_pending"]]
+        if queue["queue_pending"] and any("-var" in o.get("job_id", "") for o in owners):
+            return str(owners[0]["flow_run_id"])
+        time.sleep(0.1)
+    raise AssertionError("the run never queued its variations")
