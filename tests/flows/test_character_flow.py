@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 import tasks.events
 from flows.character import CharacterResult, character_flow
 from reelforge.comfy import NoHealthyWorkers
+from reelforge.liveness import Holder
 from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
 from reelforge.settings import StoreSettings
 from reelforge.storage import LocalStore, StoreError, open_store
@@ -179,6 +183,30 @@ async def test_unreachable_workers_fail_at_once_naming_each(
     assert "REELFORGE_WORKER_GRACE_S" in message and "ConnectError" in message
     warned = [r.getMessage() for r in caplog.records if "not healthy at start" in r.getMessage()]
     assert len(warned) == 2
+
+
+async def test_debris_of_a_killed_run_is_swept_and_its_version_marked(
+    fleet: list[PreviewWorkerThread], store_dir: Path
+) -> None:
+    """What a SIGKILL leaves (a job folder in /tmp, a version folder with a reservation and no manifest) is
+    swept at the next start, and the version number of the dead run is never handed out again."""
+    dead_pid = await asyncio.to_thread(lambda: subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                                              capture_output=True, text=True, check=True).stdout)
+    debris = Path(tempfile.gettempdir()) / f"reelforge-job-{int(dead_pid)}-test"
+    (debris / "out").mkdir(parents=True)
+    (debris / "out" / "partial.png").write_bytes(b"half an image")
+    store = LocalStore(store_dir)
+    killed = Holder.current(flow_run_id="killed-run").model_copy(update={"pid": int(dead_pid), "pid_started": None})
+    assert store.reserve_version("characters/debris-person/", killed) == 1
+    store.put_bytes(b"made before the kill", "characters/debris-person/v1/base/aaaa.png")
+
+    result = await character_flow(name="Debris Person", variations=0, width=256, height=256)
+    assert result.version == 2
+    assert not debris.exists(), "a dead process's job folder is swept at start"
+    states = {v.number: v.state for v in store.versions("characters/debris-person/")}
+    assert states == {1: "abandoned", 2: "complete"}
+    assert store.exists("characters/debris-person/v1/abandoned.json")
+    assert store.exists("characters/debris-person/v1/base/aaaa.png"), "nothing is deleted"
 
 
 async def test_an_unwritable_store_is_found_before_the_run_starts(
