@@ -57,7 +57,8 @@ def _s3_block(settings: StoreSettings) -> Any:
 
 def _fields(block: Any) -> Any:
     """What identifies a block's target: its fields with secrets revealed (a changed key must re-save)."""
-    data = block.model_dump(mode="python")
+    # Only the declared fields: a loaded block also carries its document id and name.
+    data = {name: value for name, value in block.model_dump(mode="python").items() if name in type(block).model_fields}
     creds = block.credentials
     secret = creds.aws_secret_access_key
     data["credentials"]["aws_secret_access_key"] = secret.get_secret_value() if secret is not None else None

@@ -18,6 +18,7 @@ import stage_fns
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Failed
+from pydantic import SecretStr
 
 import tasks.events
 import tasks.gpu
@@ -423,3 +424,30 @@ async def test_admission_is_a_no_op_when_disabled(monkeypatch: pytest.MonkeyPatc
     async with admission.slot("image"):
         entered = True
     assert entered and admission._ensured == {}
+
+
+async def test_s3_result_block_is_saved_once_per_store(
+    s3_settings: StoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_aws import S3Bucket
+
+    import tasks.results
+
+    saves: list[str] = []
+    real_save = S3Bucket.asave
+
+    async def counting_save(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        saves.append(name)
+        return await real_save(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(S3Bucket, "asave", counting_save)
+    first = await tasks.results.result_storage_for(s3_settings)
+    assert saves == [tasks.results.block_name(s3_settings)]
+    tasks.results._saved.clear()  # a new process: nothing remembered but the block on the server
+    again = await tasks.results.result_storage_for(s3_settings)
+    assert saves == [tasks.results.block_name(s3_settings)], "an unchanged store must not save its block again"
+    assert again.bucket_folder == first.bucket_folder
+    # New credentials for the same store: the block is saved again, so results stay readable.
+    rotated = s3_settings.model_copy(update={"s3_secret_access_key": SecretStr("rotated-secret")})
+    await tasks.results.result_storage_for(rotated)
+    assert len(saves) == 2
