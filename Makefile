@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check reelforge tasks flows tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy reelforge
+	$(BIN)/mypy reelforge tasks flows
 
 test: lint typecheck
 	$(BIN)/pytest -q -rs

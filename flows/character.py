@@ -14,7 +14,6 @@ import asyncio
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +35,7 @@ from reelforge.storage import (
 )
 from tasks.artifacts import job_rows, publish_summary
 from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
+from tasks.context import current_flow_run_id
 from tasks.events import character_ready
 from tasks.gpu import template_named
 from tasks.progress import FlowProgress
@@ -64,11 +64,6 @@ class CharacterResult(BaseModel):
     manifest_uri: str
     run_manifest_key: str | None = None
     flow_run_id: str | None = None
-
-
-def _flow_run_id() -> str | None:
-    ctx = FlowRunContext.get()
-    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
 # Cancelling, crashing or timing out removes this run's prompts from every worker: in the flow body
@@ -101,7 +96,7 @@ async def character_flow(
     negative = {"negative": prompts.negative} if spec.family == "stylized" else {}
     base_stage = Stage.gpu(f"character_base_{spec.family}")
     variation_stage = Stage.gpu(f"character_variation_{spec.family}")
-    flow_run_id = _flow_run_id()
+    flow_run_id = current_flow_run_id()
     async with open_engine(settings) as engine, cancel_scope(engine.pool):
         store = engine.store
         folder = character_prefix(spec.slug)

@@ -21,7 +21,7 @@ import asyncio
 import inspect
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -250,7 +250,8 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
     remove = add_listener(display)
     try:
         with display.bar:
-            state: State[Any] = asyncio.run(command.flow(**params, return_state=True))  # type: ignore[call-overload]
+            running: Coroutine[Any, Any, State[Any]] = command.flow(**params, return_state=True)  # type: ignore[assignment]
+            state = asyncio.run(running)
     except (KeyboardInterrupt, TerminationSignal) as stop:
         what = "terminated (SIGTERM)" if isinstance(stop, TerminationSignal) else "interrupted"
         where = f" (flow run {display.flow_run_id})" if display.flow_run_id else ""
@@ -266,7 +267,7 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
     if state.is_completed():
         command.summary(result, out)
     else:
-        err.print(f"[red]{command.name} {state.name.lower()}:[/] {result}", highlight=False)
+        err.print(f"[red]{command.name} {(state.name or 'failed').lower()}:[/] {result}", highlight=False)
     if as_json:
         print(json.dumps(_payload(command, state, result), default=str))
     return 0 if state.is_completed() else EXIT_FAILED

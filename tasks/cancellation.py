@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from prefect.context import FlowRunContext
 from prefect.logging.loggers import flow_run_logger, get_run_logger
 
 from reelforge.comfy import CancelReport, WorkerPool, cancel_owned
 from reelforge.fleet import worker_clients
 from reelforge.settings import WorkerSettings
+from tasks.context import current_flow_run_id
 
 __all__ = ["CancelScope", "cancel_flow_run_prompts", "cancel_scope", "on_cancellation", "on_crashed"]
 
@@ -56,13 +56,6 @@ class CancelScope:
     caught_at: float | None = None  # time.time() when the exception reached the scope
     finished_at: float | None = None  # time.time() when the cleanup was done
     report: CancelReport | None = None
-
-
-def _current_flow_run_id() -> str | None:
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return None
-    return str(ctx.flow_run.id)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -99,7 +92,7 @@ async def cancel_scope(pool: WorkerPool, *, flow_run_id: str | None = None) -> A
     worker of the pool (``cancel_owned``), and the exception re-raised unchanged. The cleanup runs to its end
     even if the task is cancelled again meanwhile (bounded by ``CLEANUP_TIMEOUT_S``).
     """
-    scope = CancelScope(flow_run_id=flow_run_id or _current_flow_run_id())
+    scope = CancelScope(flow_run_id=flow_run_id or current_flow_run_id())
     try:
         yield scope
     except BaseException as exc:

@@ -14,13 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from prefect.context import TaskRunContext
-
 from reelforge.comfy import ComfyError, JobOwner
 from reelforge.jobs import OutputFetchFailed, run_template
 from reelforge.records import Product, StageOutput
 from reelforge.storage import ArtifactKind, JobFacts, cost_for
 from reelforge.templates import Template, load_template
+from tasks.context import current_flow_run_id, current_task_run
 
 if TYPE_CHECKING:
     from tasks.stage import Stage, StageRuntime
@@ -36,10 +35,9 @@ def template_named(name: str) -> Template:
 
 
 def _owner(job_id: str) -> JobOwner:
-    ctx = TaskRunContext.get()
-    if ctx is None:
-        return JobOwner(job_id=job_id)
-    return JobOwner(job_id=job_id, flow_run_id=str(ctx.task_run.flow_run_id), task_run_id=str(ctx.task_run.id))
+    """Who the prompt belongs to: its flow run id is what cancellation matches on."""
+    task = current_task_run()
+    return JobOwner(job_id=job_id, flow_run_id=current_flow_run_id(), task_run_id=task[0] if task else None)
 
 
 def _kind(template: Template, node_id: str, fallback: str) -> ArtifactKind:

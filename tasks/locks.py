@@ -26,13 +26,16 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import FlowRunContext
 from prefect.logging.loggers import get_run_logger
+
+from tasks.context import current_flow_run_id, current_task_run
 
 __all__ = ["StageLockManager"]
 
@@ -53,13 +56,13 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 
 def _who(holder: str) -> dict[str, Any]:
-    task = TaskRunContext.get()
+    task = current_task_run()
     flow = FlowRunContext.get()
     return {
         "holder": holder,
-        "job": task.task_run.name if task else None,
-        "task_run_id": str(task.task_run.id) if task else None,
-        "flow_run_id": str(flow.flow_run.id) if flow and flow.flow_run else None,
+        "job": task[1] if task else None,
+        "task_run_id": task[0] if task else None,
+        "flow_run_id": current_flow_run_id(),
         "flow_run_name": flow.flow_run.name if flow and flow.flow_run else None,
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -130,43 +133,43 @@ class StageLockManager:
             return None
         return data if isinstance(data, dict) else None
 
-    def _report(self, key: str, waited: float) -> None:
-        _logger().warning(
-            "waiting %.0f s for the cache lock of %s, held by %s",
-            waited, key[:16], describe(self._info(key)),
-        )
+    def _patience(self, key: str, timeout: float | None) -> Iterator[float]:
+        """Pauses between attempts until ``timeout``; says who holds the lock at once, then every so often."""
+        begin = time.monotonic()
+        next_report = begin
+        while True:
+            now = time.monotonic()
+            if timeout is not None and now - begin >= timeout:
+                return
+            if now >= next_report:
+                held_by = describe(self._info(key))
+                _logger().warning("waiting %.0f s for the cache lock of %s, held by %s", now - begin, key[:24], held_by)
+                next_report = now + self.report_every_s
+            yield self.poll_s
 
     # ---------------------------------------------------------------- LockManager protocol
 
     def acquire_lock(
         self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
     ) -> bool:
-        begin = time.monotonic()
-        next_report = begin
-        while not self._try(key, holder):
-            now = time.monotonic()
-            if acquire_timeout is not None and now - begin >= acquire_timeout:
-                return False
-            if now >= next_report:
-                self._report(key, now - begin)
-                next_report = now + self.report_every_s
-            time.sleep(self.poll_s)
-        return True
+        if self._try(key, holder):
+            return True
+        for pause in self._patience(key, acquire_timeout):
+            time.sleep(pause)
+            if self._try(key, holder):
+                return True
+        return False
 
     async def aacquire_lock(
         self, key: str, holder: str, acquire_timeout: float | None = None, hold_timeout: float | None = None
     ) -> bool:
-        begin = time.monotonic()
-        next_report = begin
-        while not self._try(key, holder):
-            now = time.monotonic()
-            if acquire_timeout is not None and now - begin >= acquire_timeout:
-                return False
-            if now >= next_report:
-                self._report(key, now - begin)
-                next_report = now + self.report_every_s
-            await asyncio.sleep(self.poll_s)
-        return True
+        if self._try(key, holder):
+            return True
+        for pause in self._patience(key, acquire_timeout):
+            await asyncio.sleep(pause)
+            if self._try(key, holder):
+                return True
+        return False
 
     def release_lock(self, key: str, holder: str) -> None:
         held = self._held.get(key)
@@ -201,27 +204,19 @@ class StageLockManager:
         return held is not None and held.holder == holder
 
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        begin = time.monotonic()
-        next_report = begin
-        while self.is_locked(key):
-            now = time.monotonic()
-            if timeout is not None and now - begin >= timeout:
-                return False
-            if now >= next_report:
-                self._report(key, now - begin)
-                next_report = now + self.report_every_s
-            time.sleep(self.poll_s)
-        return True
+        if not self.is_locked(key):
+            return True
+        for pause in self._patience(key, timeout):
+            time.sleep(pause)
+            if not self.is_locked(key):
+                return True
+        return False
 
     async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        begin = time.monotonic()
-        next_report = begin
-        while self.is_locked(key):
-            now = time.monotonic()
-            if timeout is not None and now - begin >= timeout:
-                return False
-            if now >= next_report:
-                self._report(key, now - begin)
-                next_report = now + self.report_every_s
-            await asyncio.sleep(self.poll_s)
-        return True
+        if not self.is_locked(key):
+            return True
+        for pause in self._patience(key, timeout):
+            await asyncio.sleep(pause)
+            if not self.is_locked(key):
+                return True
+        return False

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-from prefect.context import FlowRunContext
 
 from reelforge.comfy import Progress
+from tasks.context import current_flow_run_id
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,7 @@ class FlowProgress:
         self.done = 0
         self.updates = 0  # API updates sent (for tests and benchmarks)
         self.failed = 0
-        ctx = FlowRunContext.get()
-        self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+        self.flow_run_id = current_flow_run_id()
         self._running: dict[str, Step] = {}
         self._last_sent = 0.0
         self._last_value: float | None = None

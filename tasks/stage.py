@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.client.schemas.objects import State
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, ConfigDict
 
@@ -57,6 +57,7 @@ from reelforge.storage import (
     content_key,
 )
 from tasks.admission import GpuAdmission
+from tasks.context import current_flow_run_id, current_task_run
 from tasks.events import stage_completed
 from tasks.locks import StageLockManager
 from tasks.progress import FlowProgress
@@ -230,14 +231,6 @@ def _store_products(store: ArtifactStore, products: list[Product], place: str) -
     return stored
 
 
-def _run_ids() -> tuple[str | None, str | None]:
-    ctx = TaskRunContext.get()
-    if ctx is None:
-        return None, None
-    flow_run_id = str(ctx.task_run.flow_run_id) if ctx.task_run.flow_run_id else None
-    return flow_run_id, str(ctx.task_run.id)
-
-
 @task(
     name="stage",
     retries=3,
@@ -269,7 +262,7 @@ async def run_stage(
         outputs = await asyncio.to_thread(_store_products, runtime.store, output.products, place)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
-    flow_run_id, task_run_id = _run_ids()
+    task_run = current_task_run()
     return StageRecord(
         stage=stage.name,
         version=stage.version,
@@ -281,8 +274,8 @@ async def run_stage(
         outputs=outputs,
         record=output.record,
         job=output.job,
-        flow_run_id=flow_run_id,
-        task_run_id=task_run_id,
+        flow_run_id=current_flow_run_id(),
+        task_run_id=task_run[0] if task_run else None,
     )
 
 
@@ -353,8 +346,7 @@ class StageRunner:
         self.records.append(record)
         if progress:
             progress.job_done(job_id)
-        ctx = FlowRunContext.get()
-        stage_completed(record, flow_run_id=str(ctx.flow_run.id) if ctx and ctx.flow_run else None)
+        stage_completed(record, flow_run_id=current_flow_run_id())
         return record
 
     async def _outputs_exist(self, record: StageRecord) -> bool:

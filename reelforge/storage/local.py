@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from reelforge.hashing import CHUNK_SIZE, sha256_file
-from reelforge.liveness import Holder
 from reelforge.storage import versions as _versions
 from reelforge.storage.base import ArtifactRef, guess_media, json_bytes
 from reelforge.storage.errors import (
@@ -44,7 +43,7 @@ META_DIR = ".meta"
 _NO_LINK_ERRNOS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV, errno.ENOSYS}
 
 
-class LocalStore:
+class LocalStore(_versions.VersionedFolders):
     """A folder of write-once artifacts (see docs/storage.md)."""
 
     def __init__(self, root: Path | str) -> None:
@@ -321,20 +320,7 @@ class LocalStore:
             numbers = [version_number(entry.name, marker) for entry in base.iterdir() if entry.is_dir()]
             return max((n for n in numbers if n is not None), default=0) + 1
 
-    # -- versions and probes (reelforge.storage.versions) --------------------------------------------------
-
-    def reserve_version(self, prefix: str, holder: Holder) -> int:
-        """Claim the next ``<prefix>v<N>/`` by creating its ``reservation.json`` (a hard link: atomic)."""
-        with self._boundary("reserve", prefix or None):
-            return _versions.reserve_version(self, prefix, holder)
-
-    def versions(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[_versions.VersionInfo]:
-        with self._boundary("versions", prefix or None):
-            return _versions.versions(self, prefix, max_age_s=max_age_s)
-
-    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]:
-        with self._boundary("mark_abandoned", prefix or None):
-            return _versions.mark_abandoned(self, prefix, max_age_s=max_age_s)
+    # -- probes (the version methods come from reelforge.storage.versions.VersionedFolders) ---------------
 
     def check_writable(self) -> None:
         """Write, fsync and delete a hidden probe file in the root; raise ``StoreNotWritable`` / ``StoreFull``."""

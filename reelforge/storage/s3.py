@@ -28,7 +28,6 @@ and the rest -> ``StoreError``. Every error carries ``store`` (``s3://bucket/pre
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import hashlib
 import json
@@ -56,7 +55,6 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.subscribers import BaseSubscriber
 
 from reelforge.hashing import CHUNK_SIZE, sha256_bytes, sha256_file, sha256_stream
-from reelforge.liveness import Holder
 from reelforge.storage import versions as _versions
 from reelforge.storage.base import ARTIFACT_KINDS, ArtifactRef, guess_media, json_bytes
 from reelforge.storage.errors import (
@@ -132,7 +130,7 @@ def make_client(
     return (session or boto3.session.Session()).client("s3", config=config, **kwargs)
 
 
-class S3Store:
+class S3Store(_versions.VersionedFolders):
     """Write-once artifacts under ``s3://bucket/prefix/`` (see docs/storage.md)."""
 
     def __init__(
@@ -513,20 +511,7 @@ class S3Store:
             numbers = [version_number(f.rstrip("/").rsplit("/", 1)[-1], marker) for f in folders]
             return max((n for n in numbers if n is not None), default=0) + 1
 
-    # -- versions and probes (reelforge.storage.versions) --------------------------------------------------
-
-    def reserve_version(self, prefix: str, holder: Holder) -> int:
-        """Claim the next ``<prefix>v<N>/`` by creating its ``reservation.json`` with ``If-None-Match: *``."""
-        with self._boundary("reserve", prefix or None):
-            return _versions.reserve_version(self, prefix, holder)
-
-    def versions(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[_versions.VersionInfo]:
-        with self._boundary("versions", prefix or None):
-            return _versions.versions(self, prefix, max_age_s=max_age_s)
-
-    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]:
-        with self._boundary("mark_abandoned", prefix or None):
-            return _versions.mark_abandoned(self, prefix, max_age_s=max_age_s)
+    # -- probes (the version methods come from reelforge.storage.versions.VersionedFolders) ---------------
 
     def check_writable(self) -> None:
         """Put and delete a probe object under ``<prefix>/.reelforge/`` (an internal key, past ``check_key``).

@@ -16,8 +16,9 @@ methods of the same names delegate here.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -152,3 +153,29 @@ def mark_abandoned(store: _Primitives, prefix: str, *, max_age_s: float | None =
             continue  # marked by someone else meanwhile
         marked.append(number)
     return marked
+
+
+class VersionedFolders:
+    """The version methods of a store, over its own primitives (mixed into ``LocalStore`` and ``S3Store``).
+
+    The store provides ``put_new``, ``list``, ``read_bytes``, ``next_version`` and ``_boundary(operation, key)``
+    (which turns low-level failures into store errors naming the store, the key and the operation).
+    """
+
+    def _boundary(self, operation: str, key: str | None) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def reserve_version(self, prefix: str, holder: Holder) -> int:
+        """Claim the next ``<prefix>v<N>/`` by creating its ``reservation.json`` (create-if-absent: atomic)."""
+        with self._boundary("reserve", prefix or None):
+            return reserve_version(cast(_Primitives, self), prefix, holder)
+
+    def versions(self, prefix: str, *, max_age_s: float | None = None) -> list[VersionInfo]:
+        """Every version folder under ``prefix`` with its state (complete, reserved, abandoned)."""
+        with self._boundary("versions", prefix or None):
+            return versions(cast(_Primitives, self), prefix, max_age_s=max_age_s)
+
+    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> list[int]:
+        """Mark reservations whose holder is gone and which have no manifest; returns the numbers marked."""
+        with self._boundary("mark_abandoned", prefix or None):
+            return mark_abandoned(cast(_Primitives, self), prefix, max_age_s=max_age_s)
