@@ -11,6 +11,7 @@ reused, wherever they were first stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Annotated, Any
 
 from prefect import flow
@@ -138,6 +139,11 @@ async def character_flow(
                 _phash(stages, base, hashes_at, f"{tag}-base-phash"),
                 asyncio.gather(*(variation(i, v.prompt) for i, v in enumerate(prompts.variations))),
             )
+        except BaseException as exc:
+            # This version will never get its manifest: say so now rather than when this process is gone.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(store.abandon, folder, version, reason=f"{type(exc).__name__}: {exc}"[:500])
+            raise
         finally:
             await progress.close()
 

@@ -59,6 +59,7 @@ from reelforge.storage import (
 from tasks.admission import GpuAdmission
 from tasks.context import current_flow_run_id, current_task_run
 from tasks.events import stage_completed
+from tasks.gpu import gpu_call, template_named
 from tasks.locks import StageLockManager
 from tasks.progress import FlowProgress
 from tasks.results import lock_folder_for, result_storage_for
@@ -108,8 +109,6 @@ class Stage(BaseModel):
     @classmethod
     def gpu(cls, template_name: str) -> Stage:
         """The GPU stage of a workflow template: its version is the template's content hash."""
-        from tasks.gpu import template_named
-
         template = template_named(template_name)
         timeout = cast(TimeoutKind, template.kind if template.kind in _GPU_TIMEOUTS else "video")
         return cls(name=template.name, version=template.version, kind="gpu", timeout=timeout, template=template.name)
@@ -193,10 +192,7 @@ async def _cpu_call(
     return result
 
 
-def _calls() -> dict[str, Call]:
-    from tasks.gpu import gpu_call
-
-    return {"gpu": gpu_call, "thread": _cpu_call, "process": _cpu_call}
+CALLS: dict[StageKind, Call] = {"gpu": gpu_call, "thread": _cpu_call, "process": _cpu_call}
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -258,7 +254,7 @@ async def run_stage(
         local = {
             name: await asyncio.to_thread(_local_input, runtime.store, ref, work / "in") for name, ref in inputs.items()
         }
-        output = await _calls()[stage.kind](runtime, stage, params, local, work / "out", job_id=job_id, cache_key=key)
+        output = await CALLS[stage.kind](runtime, stage, params, local, work / "out", job_id=job_id, cache_key=key)
         outputs = await asyncio.to_thread(_store_products, runtime.store, output.products, place)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)

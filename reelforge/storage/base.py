@@ -152,6 +152,8 @@ class ArtifactStore(Protocol):
 
     def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> builtins.list[int]: ...
 
+    def abandon(self, prefix: str, number: int, *, reason: str) -> bool: ...
+
 
 def json_bytes(obj: Any) -> bytes:
     """Canonical JSON for ``put_json``: sorted keys, UTF-8, trailing newline (same object -> same sha256)."""

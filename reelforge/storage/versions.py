@@ -67,6 +67,7 @@ class AbandonedMarker(BaseModel):
     holder: Holder | None  # the reservation's holder (None: no or unreadable reservation)
     marked_by: Holder
     marked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    reason: str | None = None  # set when the holder gave it up itself (its run failed)
 
 
 class VersionInfo(BaseModel):
@@ -155,6 +156,17 @@ def mark_abandoned(store: _Primitives, prefix: str, *, max_age_s: float | None =
     return marked
 
 
+def abandon(store: _Primitives, prefix: str, number: int, *, reason: str) -> bool:
+    """The holder gives its own version up (its run failed): ``abandoned.json`` with the reason; False if the
+    version was already marked. Its artifacts stay (cached records may point at them); the number is not reused."""
+    marker = AbandonedMarker(version=number, holder=None, marked_by=Holder.current(label="abandon"), reason=reason)
+    try:
+        store.put_new(_json(marker), version_prefix(prefix, number) + ABANDONED, kind="json")
+    except StoreConflict:
+        return False
+    return True
+
+
 class VersionedFolders:
     """The version methods of a store, over its own primitives (mixed into ``LocalStore`` and ``S3Store``).
 
@@ -179,3 +191,8 @@ class VersionedFolders:
         """Mark reservations whose holder is gone and which have no manifest; returns the numbers marked."""
         with self._boundary("mark_abandoned", prefix or None):
             return mark_abandoned(cast(_Primitives, self), prefix, max_age_s=max_age_s)
+
+    def abandon(self, prefix: str, number: int, *, reason: str) -> bool:
+        """Give up one's own reserved version (the run failed); see ``versions.abandon``."""
+        with self._boundary("abandon", prefix or None):
+            return abandon(cast(_Primitives, self), prefix, number, reason=reason)

@@ -29,6 +29,7 @@ from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
 from reelforge.settings import StoreSettings
 from reelforge.storage import LocalStore, StoreError, open_store
 from reelforge.storage.lineage import read_manifest
+from reelforge.templates import TemplateError
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,14 @@ async def test_bad_parameters_fail_with_field_errors_before_any_gpu_time(
     with pytest.raises(ParameterTypeError, match="variations"):
         await character_flow(name="Bounds", variations=-3)
     assert prompts_sent(fleet) == sent
+    # A parameter only the template knows is wrong (SDXL wants >= 512): the run fails before any GPU time and
+    # gives its reserved version up at once, with the reason.
+    with pytest.raises(TemplateError, match="width"):
+        await character_flow(name="Bounds", character_type="mascot", variations=1, width=256, height=256)
+    assert prompts_sent(fleet) == sent
+    store = LocalStore(store_dir)
+    (info,) = store.versions("characters/bounds/")
+    assert info.state == "abandoned" and "TemplateError" in store.read_bytes(info.prefix + "abandoned.json").decode()
 
 
 async def test_unreachable_workers_fail_at_once_naming_each(
