@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -242,12 +243,19 @@ def _payload(command: FlowCommand, state: State[Any], result: Any) -> dict[str, 
     return data
 
 
+def _raise_termination(signum: int, frame: object) -> None:
+    raise TerminationSignal(signal=signum)
+
+
 def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = False) -> int:
     """Run the flow with ``params``; returns the exit code."""
     err = Console(stderr=True)
     out = err if as_json else Console()
     display = _Display(err)
     remove = add_listener(display)
+    # Prefect's flow engine bridges SIGTERM into the flow and, when done, sends it again to the handler that was
+    # installed before the run: with Python's default that kills the process before it can say what happened.
+    previous = signal.signal(signal.SIGTERM, _raise_termination)
     try:
         with display.bar:
             running: Coroutine[Any, Any, State[Any]] = command.flow(**params, return_state=True)  # type: ignore[assignment]
@@ -261,6 +269,7 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
         return EXIT_TERMINATED if isinstance(stop, TerminationSignal) else EXIT_INTERRUPTED
     finally:
         remove()
+        signal.signal(signal.SIGTERM, previous)
     result = state.result(raise_on_failure=False)
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)
