@@ -26,17 +26,25 @@ from pydantic import BaseModel, ConfigDict
 from reelforge.comfy.client import ComfyClient
 from reelforge.comfy.errors import (
     NoWorkerAvailable,
+    OutputError,
     TransientComfyError,
     WorkerServerError,
     WorkerTimeout,
     WorkerUnavailable,
 )
 from reelforge.comfy.pool import WorkerPool
-from reelforge.comfy.types import DownloadedFile, Graph, JobOwner, JobResult, Progress
+from reelforge.comfy.types import DownloadedFile, Graph, JobOwner, JobResult, OutputFile, Progress, SavedModel
 from reelforge.templates.errors import TemplateError
 from reelforge.templates.template import Template, validate_on_worker
 
-__all__ = ["OutputFetchFailed", "TemplateRun", "fetch_outputs", "run_template", "validate_on_pool"]
+__all__ = [
+    "OutputFetchFailed",
+    "TemplateRun",
+    "fetch_outputs",
+    "find_saved",
+    "run_template",
+    "validate_on_pool",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +135,8 @@ async def fetch_outputs(
     client = pool.client_for(result.worker)
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
     fetched: list[DownloadedFile] = []
-    for output in result.outputs:
+    outputs = [*result.outputs, *[o for saved in result.saved_models for o in await find_saved(client, saved)]]
+    for output in outputs:
         attempt = 0
         while True:
             try:
@@ -148,6 +157,32 @@ async def fetch_outputs(
                 )
                 await asyncio.sleep(delay)
     return fetched
+
+
+async def find_saved(client: ComfyClient, saved: SavedModel) -> list[OutputFile]:
+    """The files a save node wrote without listing them: found in the worker's model list for its folder.
+
+    ``output/<folder>`` is a model search path of the worker, so ``GET /models/<folder>`` lists the file by its
+    path relative to it; ``/view`` serves it from the output folder's ``<folder>`` subfolder.
+    """
+    head = f"{saved.folder}/"
+    if not saved.prefix.startswith(head):
+        raise OutputError(
+            f"node {saved.node_id} saves under {saved.prefix!r}, outside output/{saved.folder}: the file cannot be "
+            f"found through /models/{saved.folder}",
+            worker=client.name,
+        )
+    relative = saved.prefix[len(head) :]
+    names = [n for n in await client.models(saved.folder) if n.startswith(f"{relative}_")]
+    if not names:
+        raise OutputError(
+            f"node {saved.node_id} wrote no file {saved.prefix}_* that /models/{saved.folder} lists", worker=client.name
+        )
+    files = []
+    for name in sorted(names):
+        folder, _, filename = f"{saved.folder}/{name}".rpartition("/")
+        files.append(OutputFile(node_id=saved.node_id, kind="file", filename=filename, subfolder=folder))
+    return files
 
 
 async def validate_on_pool(

@@ -65,6 +65,7 @@ from reelforge.comfy.errors import (
     WorkerTimeout,
     WorkerUnavailable,
 )
+from reelforge.comfy.graph import saved_models
 from reelforge.comfy.graph import stamp_prefixes as _stamp_prefixes
 from reelforge.comfy.outputs import (
     ancestors,
@@ -870,6 +871,7 @@ class ComfyClient:
             else None
         )
         executed = [n for n in watch.executed if n not in cached]
+        saved = saved_models(graph, outs) if graph is not None else []
         if graph is not None and outs is not None:
             ran = ancestors(graph, [str(o) for o in outs]) - set(cached)
             executed += numeric_order(ran - set(executed))
@@ -881,6 +883,7 @@ class ComfyClient:
             prompt_id=pid,
             worker=self.name,
             outputs=files,
+            saved_models=saved,
             texts=texts,
             cached_nodes=cached,
             executed_nodes=executed,

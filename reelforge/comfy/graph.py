@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from reelforge.comfy.types import Graph
+from reelforge.comfy.types import Graph, SavedModel
 
 # Loader inputs that name a model file, and the model folder (ComfyUI folder key) they read from.
 # Used to derive a job's model requirements from a graph when no manifest names them.
@@ -103,3 +104,25 @@ def stamp_prefixes(graph: Graph, tag: str) -> Graph:
         if isinstance(prefix, str):
             inputs["prefix"] = f"{prefix}_{tag}"
     return stamped
+
+
+# Save nodes that write a model file but report nothing in history: (class, prefix input, default prefix, folder).
+_MODEL_SAVES: dict[str, tuple[str, str, str]] = {
+    "SaveLoRANode": ("prefix", "loras/ComfyUI_trained_lora", "loras"),
+}
+
+
+def saved_models(graph: Mapping[str, Any], executed_outputs: Iterable[str] | None = None) -> list[SavedModel]:
+    """The model files a graph's save nodes write without listing them (see ``SavedModel``), in node order."""
+    wanted = None if executed_outputs is None else {str(o) for o in executed_outputs}
+    found = []
+    for node_id in sorted(graph, key=lambda i: (0, int(i), "") if str(i).isdigit() else (1, 0, str(i))):
+        node = graph[node_id]
+        spec = _MODEL_SAVES.get(str(node.get("class_type"))) if isinstance(node, Mapping) else None
+        if spec is None or (wanted is not None and str(node_id) not in wanted):
+            continue
+        input_name, default, folder = spec
+        prefix = (node.get("inputs") or {}).get(input_name, default)
+        if isinstance(prefix, str):
+            found.append(SavedModel(node_id=str(node_id), folder=folder, prefix=prefix))
+    return found

@@ -41,12 +41,28 @@ class OutputFile(BaseModel):
         return {"filename": self.filename, "subfolder": self.subfolder, "type": self.type}
 
 
+class SavedModel(BaseModel):
+    """A model file a save node wrote without listing it in history (SaveLoRANode returns no UI).
+
+    ``prefix`` is the node's (stamped) prefix under the output folder, e.g. ``loras/reelforge_lora_1a2b``; the file
+    is ``<prefix>[_<steps>_steps]_<counter>_.safetensors`` and, because ``output/<folder>`` is one of the worker's
+    model search paths, it is listed by ``GET /models/<folder>``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    folder: str  # model folder key: "loras"
+    prefix: str
+
+
 class JobResult(BaseModel):
     """A finished prompt: what it produced and what it cost."""
 
     prompt_id: str
     worker: str
     outputs: list[OutputFile] = Field(default_factory=list)
+    saved_models: list[SavedModel] = Field(default_factory=list)  # files to find by listing, not in outputs
     texts: dict[str, list[str]] = Field(default_factory=dict)
     cached_nodes: list[str] = Field(default_factory=list)
     executed_nodes: list[str] = Field(default_factory=list)

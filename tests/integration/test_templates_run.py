@@ -103,18 +103,20 @@ async def test_template_runs_on_the_preview_worker(name: str, tmp_path: Path) ->
             record = await run_template(pool, template, params, job_id=name, dest_dir=tmp_path / "out")
         bound = template.bind(params)
         for output in template.outputs:
-            if output.kind == "lora":
-                _check_lora(root, bound)
-                continue
             files = [f.path for f in record.files if f.node_id == output.node_id]
             assert files, f"{name}: no {output.kind} output from node {output.node_id} ({output.title})"
+            if output.kind == "lora":
+                _check_lora(root, bound, files)
+                continue
             _check_media(output.kind, files[0], params, template)
 
 
-def _check_lora(root: Path, bound: dict[str, Any]) -> None:
+def _check_lora(root: Path, bound: dict[str, Any], downloaded: list[Path]) -> None:
+    """SaveLoRANode lists nothing in history: the job found the file through /models/loras and downloaded it."""
     rank = next(n["inputs"]["rank"] for n in bound.values() if n["class_type"] == "TrainLoraNode")
     (path,) = (root / "output" / "loras").glob("*.safetensors")
-    tensors = load_file(str(path))
+    assert [p.read_bytes() for p in downloaded] == [path.read_bytes()]
+    tensors = load_file(str(downloaded[0]))
     downs = {k: v for k, v in tensors.items() if k.endswith("lora_down.weight")}
     assert downs and all(v.shape[0] == rank for v in downs.values())
     assert all(np.isfinite(v).all() for v in tensors.values())
