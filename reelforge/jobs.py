@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from reelforge.comfy.client import ComfyClient
+from reelforge.comfy.datasets import upload_captioned_folder
 from reelforge.comfy.errors import (
     NoWorkerAvailable,
     OutputError,
@@ -85,16 +86,20 @@ async def run_template(
     download_retries: int = 3,
     resume: JobResult | None = None,
     avoid: Collection[str] = (),
+    folders: Mapping[str, Sequence[tuple[Path, str]]] | None = None,
 ) -> TemplateRun:
-    """Bind ``template`` with ``params`` and run it; ``inputs`` maps image/audio parameters to local files.
+    """Bind ``template`` with ``params`` and run it; ``inputs`` maps image/audio parameters to local files and
+    ``folders`` maps folder parameters to ``(image, caption)`` pairs (a training set, uploaded as one folder).
 
     ``resume``: a result whose downloads failed before; when its worker is healthy, only the downloads are
     tried again (the prompt is not run twice). ``avoid``: workers to use only if no other eligible one is
     healthy.
     """
     files = dict(inputs or {})
+    sets = dict(folders or {})
     # Bind up front with stand-in references: bad parameters fail here, before any upload or queueing.
-    graph = template.bind({**params, **{name: path.name for name, path in files.items()}})
+    stand_ins = {**{name: path.name for name, path in files.items()}, **{name: "rf-dataset" for name in sets}}
+    graph = template.bind({**params, **stand_ins})
     if resume is not None and _healthy(pool, resume.worker):
         log.info("job %s: prompt %s already finished on %s; downloading again", job_id, resume.prompt_id, resume.worker)
         fetched = await fetch_outputs(pool, resume, dest_dir, retries=download_retries)
@@ -104,6 +109,7 @@ async def run_template(
 
     async def prepare(client: ComfyClient, _graph: Graph) -> Graph:
         refs = {name: (await client.upload(path, filename=path.name)).ref for name, path in files.items()}
+        refs |= {name: await upload_captioned_folder(client, pairs) for name, pairs in sets.items()}
         return template.bind({**params, **refs})
 
     result = await pool.run(
@@ -113,7 +119,7 @@ async def run_template(
         models=template.models,
         timeout=timeout,
         on_progress=on_progress,
-        prepare=prepare if files else None,
+        prepare=prepare if files or sets else None,
         avoid=avoid,
     )
     fetched = await fetch_outputs(pool, result, dest_dir, retries=download_retries)

@@ -9,6 +9,7 @@ avoided by its retry. Cost comes from the worker's labels and ``REELFORGE_GPU_PR
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ from reelforge.jobs import OutputFetchFailed, run_template
 from reelforge.records import Product, StageOutput
 from reelforge.storage import ArtifactKind, JobFacts, cost_for
 from reelforge.templates import Template, load_template
+from reelforge.training import read_dataset
 from tasks.context import current_flow_run_id, current_task_run
 
 if TYPE_CHECKING:
@@ -66,10 +68,18 @@ async def gpu_call(
     timeout = min(runtime.timeout_for(stage), workers.job_timeout_s)
     on_progress = runtime.progress.callback(job_id) if runtime.progress else None
     avoid = [runtime.failed_on[cache_key]] if cache_key in runtime.failed_on else []
+    # A folder parameter's input is a stored training set (reelforge.training): unpack it for the upload.
+    folder_params = {name for name, p in template.parameters.items() if p.type == "folder"}
+    folders = {
+        name: (await asyncio.to_thread(read_dataset, path, out_dir.parent / f"set-{name}"))[1]
+        for name, path in inputs.items()
+        if name in folder_params
+    }
+    files = {name: path for name, path in inputs.items() if name not in folder_params}
     try:
         async with runtime.admission.slot(template.kind):
             run = await run_template(
-                engine.pool, template, params, job_id=job_id, dest_dir=out_dir, inputs=inputs,
+                engine.pool, template, params, job_id=job_id, dest_dir=out_dir, inputs=files, folders=folders,
                 owner=_owner(job_id), timeout=timeout, on_progress=on_progress,
                 download_retries=workers.download_retries, resume=runtime.resumable.pop(cache_key, None),
                 avoid=avoid,

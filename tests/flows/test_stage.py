@@ -451,3 +451,39 @@ async def test_s3_result_block_is_saved_once_per_store(
     rotated = s3_settings.model_copy(update={"s3_secret_access_key": SecretStr("rotated-secret")})
     await tasks.results.result_storage_for(rotated)
     assert len(saves) == 2
+
+
+async def test_a_training_set_stage_feeds_the_lora_training_stage(tmp_path: Path) -> None:
+    """dataset (CPU) -> lora_train (GPU, folder parameter) -> a stored .safetensors the worker never listed."""
+    from PIL import Image
+    from safetensors.numpy import load_file
+
+    from tasks.stages import DATASET
+
+    store = LocalStore(tmp_path / "store")
+    refs = {}
+    for i in range(3):
+        path = tmp_path / f"v{i}.png"
+        Image.new("RGB", (64, 64), (60 * i, 90, 30)).save(path)
+        data = path.read_bytes()
+        refs[f"image{i:02d}"] = store.put_bytes(data, content_key("inputs/", sha256_bytes(data), ".png"))
+    captions = [f"rftest, pose {i}" for i in range(3)]
+
+    async def body(runner: StageRunner) -> tuple[StageRecord, StageRecord]:
+        dataset = await runner.run(
+            DATASET, {"trigger": "rftest", "captions": captions}, inputs=refs, place="t/dataset/", job_id="ds"
+        )
+        lora = await runner.run(
+            Stage.gpu("lora_train"), {"steps": 4, "rank": 4, "seed": 1},
+            inputs={"folder": dataset.refs[0]}, place="t/lora/", job_id="train",
+        )
+        return dataset, lora
+
+    async with PreviewWorker(tmp_path / "w", name="trainer") as worker:
+        dataset, lora = await in_flow(settings_for(worker.url, tmp_path / "store"), body)
+    assert dataset.record["images"] == 3 and dataset.outputs[0].key.endswith(".zip")
+    (out,) = lora.outputs
+    assert out.kind == "lora" and out.key.endswith(".safetensors") and out.node_id
+    assert lora.inputs["folder"].sha256 == dataset.outputs[0].sha256
+    tensors = load_file(str(store.path_for(out.key)))
+    assert any(k.endswith("lora_down.weight") and v.shape[0] == 4 for k, v in tensors.items())
