@@ -325,6 +325,12 @@ class ComfyClient:
             raise self._shape_error("GET /features", "an object", data)
         return data
 
+    async def post_extension(self, path: str, body: Mapping[str, Any], *, timeout: float | None = None) -> Any:
+        """``POST`` a JSON body to a route served next to ComfyUI on the same address and token (reelforge's own
+        extensions, e.g. the model fetcher); returns the JSON answer. Errors as for every request."""
+        resp = await self._request("POST", path, json=dict(body), timeout=timeout or self.request_timeout)
+        return self._json(resp, f"POST {path}")
+
     # ------------------------------------------------------------------------------ queue / history
 
     async def _queue_raw(self, prompt_id: str | None = None) -> dict[str, Any]:

@@ -50,7 +50,8 @@ MODEL_INPUTS: dict[tuple[str, str], str] = {
 }
 
 # Folders whose files are "the model" for affinity: loading them costs seconds to minutes on a GPU.
-AFFINITY_FOLDERS = frozenset({"checkpoints", "diffusion_models"})
+# A LoRA counts too: the worker that last applied it keeps the patched model (and the file) at hand.
+AFFINITY_FOLDERS = frozenset({"checkpoints", "diffusion_models", "loras"})
 
 
 class ModelRef(BaseModel):

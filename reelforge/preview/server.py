@@ -34,6 +34,7 @@ from aiohttp import WSMsgType, web
 from PIL import Image, PngImagePlugin
 
 from reelforge.hashing import sha256_file, sha256_stream
+from reelforge.modelfetch import FETCH_PATH, make_fetch_handler
 from reelforge.preview.executor import (
     SENSITIVE_EXTRA_DATA_KEYS,
     Executor,
@@ -316,6 +317,8 @@ class PreviewWorker:
             app.router.add_route(method, path, handler)
         for method, path, handler in routes:  # ComfyUI serves every route under /api too
             app.router.add_route(method, "/api" + path, handler)
+        # reelforge's model fetcher, as a GPU host runs it beside ComfyUI (reelforge.modelfetch).
+        app.router.add_post(FETCH_PATH, make_fetch_handler(self.dirs.models))
         return app
 
     @web.middleware

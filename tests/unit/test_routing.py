@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -40,8 +41,17 @@ def test_requirement_from_graph_collects_classes_models_and_affinity() -> None:
     req = Requirement.for_graph(ckpt_graph(SDXL.name), models=[LORA], label="gpu")
     assert req.node_classes == {"CheckpointLoaderSimple", "SaveImage"}
     assert req.models == {SDXL, LORA}
-    assert req.affinity == {SDXL}  # loras are not affinity models
+    assert req.affinity == {SDXL, LORA}  # a LoRA too: the worker that last applied it is preferred
     assert req.label == "gpu"
+
+
+def test_the_worker_that_last_applied_a_lora_is_preferred() -> None:
+    other = ModelRef(folder="loras", name="villain.safetensors")
+    req = Requirement.for_graph(ckpt_graph(SDXL.name), models=[LORA])
+    with_it = replace(snap("a"), last_models=frozenset({SDXL, LORA}), order=1)
+    with_other = replace(snap("b"), last_models=frozenset({SDXL, other}), order=0)
+    chosen = choose_worker([with_other, with_it], req, now=0.0)
+    assert chosen is not None and chosen.name == "a"
 
 
 def test_missing_node_classes_are_named() -> None:
