@@ -6,11 +6,11 @@ results are then computed again.
 
 from __future__ import annotations
 
-from reelforge.media import phash_stage
+from reelforge.media import audio_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
 from tasks.stage import Stage
 
-__all__ = ["DATASET", "PHASH"]
+__all__ = ["AUDIO_CHECK", "DATASET", "PHASH", "VIDEO_CHECK"]
 
 PHASH = Stage.cpu("phash", version="1", fn=phash_stage, process=True)
 """64-bit perceptual hash of one stored image (``inputs["image"]``): record ``{"phash", "width", "height"}``."""
@@ -18,3 +18,9 @@ PHASH = Stage.cpu("phash", version="1", fn=phash_stage, process=True)
 DATASET = Stage.cpu("dataset", version="1", fn=dataset_stage)
 """A training set (deterministic zip of images + captions) from ``inputs`` (in name order) and
 ``params {"trigger", "captions"}``: record ``{"images", "trigger", "index"}``."""
+
+AUDIO_CHECK = Stage.cpu("audio_check", version="1", fn=audio_stage, process=True)
+"""Facts of a stored audio file (``inputs["audio"]``), refusing non-audio: record ``{"duration_s", ...}``."""
+
+VIDEO_CHECK = Stage.cpu("video_check", version="1", fn=video_stage, process=True)
+"""A stored video has video and audio streams and the expected duration: record ``{"duration_s", "frames", ...}``."""
