@@ -1,4 +1,4 @@
-"""Prompts for one character: base, variations with training captions, and test scenes.
+"""Prompts for one character: base, variations with training captions, test scenes, a voice and a sample line.
 
 Deterministic for a given spec (name, type, seed): the same spec always yields the same prompts, so jobs
 built from them are cacheable by content.
@@ -20,6 +20,24 @@ TYPE_LOOKS: dict[str, str] = {
     "testimonial": "friendly everyday person, approachable, business casual",
     "mascot": "brand mascot character, bold shapes, expressive face",
     "cartoon": "cartoon character, clean line art, vibrant flat colours",
+}
+TYPE_VOICES: dict[str, str] = {
+    "kpop_idol": "bright, youthful and energetic, clear articulation, a smile in the voice",
+    "fitness_athlete": "upbeat and motivating, strong projection, steady pace",
+    "influencer": "warm and conversational, friendly, relaxed pace",
+    "rapper": "low and confident, rhythmic delivery, slight rasp",
+    "testimonial": "sincere and calm, natural everyday tone",
+    "mascot": "playful and bouncy, exaggerated expression, higher pitch",
+    "cartoon": "animated and expressive, quick pace, playful",
+}
+TYPE_LINES: dict[str, str] = {
+    "kpop_idol": "I can't wait to see you at the next show!",
+    "fitness_athlete": "Let's get moving, one more rep together!",
+    "influencer": "Come along, I'll show you my favourite spots today.",
+    "rapper": "New track's dropping soon, you're gonna love it.",
+    "testimonial": "I tried it for a month, and honestly, it changed my routine.",
+    "mascot": "Hooray, you're here! Let's have some fun!",
+    "cartoon": "Whoa, did you see that? Let's go on an adventure!",
 }
 POSES = (
     "standing, arms relaxed", "walking towards the camera", "sitting on a stool", "leaning against a wall",
@@ -62,6 +80,8 @@ class CharacterPrompts(BaseModel):
     negative: str
     variations: list[VariationPrompt]
     tests: list[str]
+    voice: str = ""  # a voice description for voice design (gender, age, timbre, pace)
+    sample_line: str = ""  # what the character says in its sample and intro clip
 
 
 def describe(spec: CharacterSpec) -> str:
@@ -106,4 +126,21 @@ def build_prompts(spec: CharacterSpec, *, variations: int = 20, tests: int = 4) 
         negative=NEGATIVE,
         variations=items,
         tests=[f"{trigger}, {identity}, {scene}, {style}" for scene in scenes],
+        voice=voice_of(spec),
+        sample_line=sample_line_of(spec),
     )
+
+
+def voice_of(spec: CharacterSpec) -> str:
+    """A voice description from the spec: who speaks (gender, age) and how (the type's delivery)."""
+    who = {"female": "a woman", "male": "a man", "nonbinary": "a person"}.get(spec.gender or "", "a person")
+    age = f"in their {spec.age // 10 * 10}s" if spec.age is not None and spec.age >= 20 else (
+        "a teenager" if spec.age is not None and spec.age >= 13 else ""
+    )
+    traits = TYPE_VOICES.get(spec.character_type, "natural and clear, medium pace")
+    return ", ".join(p for p in (f"{who} {age}".strip(), traits) if p)
+
+
+def sample_line_of(spec: CharacterSpec) -> str:
+    """The character introducing itself in one short line (a few seconds of speech)."""
+    return f"Hi, I'm {spec.name}. {TYPE_LINES.get(spec.character_type, 'Nice to meet you!')}"

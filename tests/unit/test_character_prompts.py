@@ -40,3 +40,15 @@ def test_bad_specs_name_the_field() -> None:
         CharacterSpec(name="bad\x00name")
     with pytest.raises(ValidationError, match="age"):
         CharacterSpec(name="A", age=0)
+
+
+def test_voice_and_sample_line_follow_the_spec() -> None:
+    from reelforge.characters import CharacterSpec, build_prompts
+
+    idol = build_prompts(CharacterSpec(name="Mina Park", character_type="kpop_idol", age=22, gender="female"))
+    assert idol.voice.startswith("a woman in their 20s") and "youthful" in idol.voice
+    assert idol.sample_line.startswith("Hi, I'm Mina Park.") and len(idol.sample_line.split()) < 20
+    rapper = build_prompts(CharacterSpec(name="MC Flow", character_type="rapper", gender="male", age=31))
+    assert rapper.voice.startswith("a man in their 30s") and rapper.voice != idol.voice
+    other = build_prompts(CharacterSpec(name="Zed", character_type="chef"))
+    assert other.voice.startswith("a person") and other.sample_line == "Hi, I'm Zed. Nice to meet you!"
