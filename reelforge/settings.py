@@ -7,6 +7,7 @@ messages of the parsers below mask credentials): a worker URL or a store setting
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -288,6 +289,28 @@ class LLMSettings(_EnvSettings):
     timeout_s: float = Field(default=120.0, gt=0)
 
 
+class CharacterSettings(_EnvSettings):
+    """The whole-character pipeline: its limits, dedup, LoRA training and delivery, identity scoring."""
+
+    max_variations: int = Field(default=50, ge=1, le=500, description="the most variations one character may ask for")
+    dedup_radius: int = Field(default=10, ge=0, le=32, description="Hamming radius of a near-duplicate pHash")
+    dedup_retries: int = Field(default=3, ge=0, le=10, description="regenerations of a near-duplicate, new seed each")
+    lora_delivery: Literal["auto", "shared", "fetch"] = Field(
+        default="auto",
+        description="how a trained LoRA reaches the workers: a shared folder, a fetch by signed URL, or auto "
+        "(shared when a folder is set or the workers are embedded, else fetch)",
+    )
+    lora_shared_dir: Path | None = Field(default=None, description="the folder every worker mounts as a LoRA path")
+    lora_shared_prefix: str = Field(default="", description="how workers list that folder inside loras, e.g. 'rf/'")
+    lora_trainer_cmd: str | None = Field(
+        default=None,
+        description="train outside ComfyUI with this command ({config} {dataset} {output} are filled in); unset: "
+        "the lora_train template on a worker labelled train",
+    )
+    identity_scorer: str = Field(default="default", description="the identity scorer (reelforge.identity)")
+    identity_threshold: float | None = Field(default=None, gt=0, lt=1, description="overrides the scorer's threshold")
+
+
 class Settings(BaseModel):
     """Every system's settings, read once at start."""
 
@@ -297,7 +320,11 @@ class Settings(BaseModel):
     store: StoreSettings
     limits: LimitSettings
     llm: LLMSettings
+    character: CharacterSettings = Field(default_factory=CharacterSettings)
 
     @classmethod
     def load(cls) -> Settings:
-        return cls(workers=WorkerSettings(), store=StoreSettings(), limits=LimitSettings(), llm=LLMSettings())
+        return cls(
+            workers=WorkerSettings(), store=StoreSettings(), limits=LimitSettings(), llm=LLMSettings(),
+            character=CharacterSettings(),
+        )
