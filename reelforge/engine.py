@@ -23,11 +23,12 @@ from pathlib import Path
 
 from reelforge.comfy.pool import WorkerPool
 from reelforge.cpu import CpuRunner
-from reelforge.fleet import open_fleet
+from reelforge.delivery import Delivery, DeliveryError, SharedFolder, WorkerFetch
+from reelforge.fleet import EMBEDDED_SHARED_LORAS, open_fleet
 from reelforge.liveness import JOB_DIR_PREFIX, sweep_stale_dirs
 from reelforge.media.ffmpeg import ffmpeg_exe
 from reelforge.settings import Settings
-from reelforge.storage import ArtifactStore, open_store
+from reelforge.storage import ArtifactRef, ArtifactStore, open_store
 
 __all__ = ["Engine", "open_engine", "open_store_checked"]
 
@@ -42,6 +43,19 @@ class Engine:
     store: ArtifactStore
     pool: WorkerPool
     cpu: CpuRunner
+    lora_folder: SharedFolder | None = None  # the shared LoRA folder, when delivery is by folder
+
+    def lora_delivery(self, ref: ArtifactRef) -> Delivery:
+        """How the stored LoRA ``ref`` reaches the workers: the shared folder, else a fetch by signed URL."""
+        if self.lora_folder is not None:
+            return self.lora_folder
+        if not self.settings.store.is_s3:
+            raise DeliveryError(
+                "workers cannot fetch from a local store: set REELFORGE_LORA_SHARED_DIR to a folder they mount, "
+                "or use an S3 store (REELFORGE_STORE=s3://...)",
+                name=ref.key,
+            )
+        return WorkerFetch(self.store.url(ref.key), size=ref.size)
 
     @property
     def ffmpeg(self) -> str:
@@ -71,8 +85,31 @@ async def open_engine(settings: Settings | None = None, *, preview_root: Path | 
     await asyncio.to_thread(sweep_job_dirs)
     store = await open_store_checked(settings)
     cpu = CpuRunner()
-    try:
-        async with open_fleet(settings.workers, preview_root=preview_root) as pool:
-            yield Engine(settings=settings, store=store, pool=pool, cpu=cpu)
-    finally:
-        await cpu.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(cpu.aclose)
+        lora_folder = _lora_folder(settings, stack)  # quick: a folder and a sweep of its leases
+        shared = lora_folder.root if lora_folder is not None else None
+        pool = await stack.enter_async_context(
+            open_fleet(settings.workers, preview_root=preview_root, shared_loras=shared)
+        )
+        yield Engine(settings=settings, store=store, pool=pool, cpu=cpu, lora_folder=lora_folder)
+
+
+def _lora_folder(settings: Settings, stack: contextlib.AsyncExitStack) -> SharedFolder | None:
+    """The shared LoRA folder: the configured one, or a temporary one the embedded preview workers list."""
+    character = settings.character
+    if character.lora_delivery == "fetch":
+        return None
+    if character.lora_shared_dir is not None:
+        folder = SharedFolder(character.lora_shared_dir, prefix=character.lora_shared_prefix)
+    elif settings.workers.embedded:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reelforge-loras-")))
+        folder = SharedFolder(root, prefix=f"{EMBEDDED_SHARED_LORAS}/")
+    elif character.lora_delivery == "shared":
+        raise DeliveryError(
+            "REELFORGE_LORA_DELIVERY=shared needs REELFORGE_LORA_SHARED_DIR (a folder the workers mount)"
+        )
+    else:
+        return None
+    folder.sweep()  # files left by runs that crashed
+    return folder

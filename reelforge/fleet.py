@@ -10,6 +10,7 @@ none becomes healthy within ``REELFORGE_WORKER_GRACE_S`` the fleet fails at once
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator
@@ -36,14 +37,23 @@ def worker_clients(
     return [ComfyClient(url, http=http, token=token, request_timeout=settings.request_timeout_s) for url in targets]
 
 
+EMBEDDED_SHARED_LORAS = "rf-shared"  # how embedded preview workers list the shared LoRA folder inside loras
+
+
 @contextlib.asynccontextmanager
 async def open_fleet(
-    settings: WorkerSettings, *, preview_root: Path | None = None, wait_healthy: bool = True
+    settings: WorkerSettings,
+    *,
+    preview_root: Path | None = None,
+    wait_healthy: bool = True,
+    shared_loras: Path | None = None,
 ) -> AsyncIterator[WorkerPool]:
     """Yield a started pool over the configured workers, at least one of them healthy.
 
     With ``REELFORGE_COMFY_URLS`` unset, ``settings.preview_workers`` preview workers are started on free
-    loopback ports (folders under ``preview_root``, a temporary folder by default) and stopped on exit.
+    loopback ports (folders under ``preview_root``, a temporary folder by default) and stopped on exit; with
+    ``shared_loras`` each of them lists that folder as ``loras/rf-shared/`` (as GPU workers would list a mounted
+    folder), so LoRA delivery works on them as on a fleet.
     """
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=settings.request_timeout_s, limits=_LIMITS))
@@ -52,6 +62,11 @@ async def open_fleet(
         if settings.embedded:
             root = preview_root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="reelforge-")))
             for index in range(settings.preview_workers):
+                if shared_loras is not None:
+                    loras = root / f"preview-{index}" / "models" / "loras"
+                    await asyncio.to_thread(loras.mkdir, parents=True, exist_ok=True)
+                    with contextlib.suppress(FileExistsError):
+                        await asyncio.to_thread((loras / EMBEDDED_SHARED_LORAS).symlink_to, shared_loras, True)
                 worker = PreviewWorker(root / f"preview-{index}", latency=settings.preview_latency)
                 urls.append(await worker.start())
                 stack.push_async_callback(worker.stop)
