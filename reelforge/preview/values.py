@@ -12,14 +12,79 @@ Contract between node modules (``nodes/*.py``) and renderers (``render/*.py``):
 - CONDITIONING = ``list[Cond]`` (ComfyUI: list of [tensor, dict]); ``Cond.text`` is the prompt.
 - LATENT = ``dict`` with ``samples`` (numpy array of the real shape) and ``recipe`` (``Recipe``).
 - CLIP_VISION_OUTPUT = ``VisionEmbedding``; AUDIO_ENCODER_OUTPUT = ``AudioEmbedding``.
+
+Identity (docs/identity.md): a LoRA loaded by ``LoraLoader`` adds its ``Identity`` to ``Model.identities``; the
+image renderer draws the subject of the picture from it. An identity is either *learned* (a small RGB "card",
+the mean subject region of the images a LoRA was trained on, kept in the LoRA file's metadata under
+``IDENTITY_METADATA_KEY``) or *generated* from its ``key`` (a face whose features come from that hash).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+
+IDENTITY_METADATA_KEY = "reelforge_identity"
+CARD_CELLS = 32  # a learned card is CARD_CELLS x CARD_CELLS RGB pixels
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the subject of a picture is: a learned card (``card`` non-empty) or a face generated from ``key``.
+
+    ``key`` is a sha256 hex: of the learned card's bytes, or of whatever the generated face stands for (a LoRA
+    file's content, a prompt and seed). Bytes, not an array, so the record stays hashable and comparable.
+    """
+
+    key: str
+    card: bytes = b""  # uint8 RGB, CARD_CELLS x CARD_CELLS x 3, row-major; empty = generated from key
+
+    @classmethod
+    def learned(cls, card: np.ndarray) -> Identity:
+        """An identity from a [CARD_CELLS, CARD_CELLS, 3] float (0..1) or uint8 card."""
+        a = np.asarray(card)
+        if a.shape != (CARD_CELLS, CARD_CELLS, 3):
+            raise ValueError(f"an identity card is {CARD_CELLS}x{CARD_CELLS}x3, got {a.shape}")
+        if a.dtype != np.uint8:
+            a = np.clip(np.asarray(a, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        data = np.ascontiguousarray(a).tobytes()
+        return cls(key=hashlib.sha256(data).hexdigest(), card=data)
+
+    def card_array(self) -> np.ndarray | None:
+        """The learned card as [CARD_CELLS, CARD_CELLS, 3] float32 in 0..1, None for a generated identity."""
+        if not self.card:
+            return None
+        a = np.frombuffer(self.card, dtype=np.uint8).reshape(CARD_CELLS, CARD_CELLS, 3)
+        out: np.ndarray = a.astype(np.float32) / np.float32(255.0)
+        return out
+
+
+def identity_metadata(identity: Identity) -> dict[str, str]:
+    """The safetensors metadata entry that carries a learned identity (what the preview trainer writes)."""
+    if not identity.card:
+        raise ValueError("only a learned identity can be stored in a LoRA file")
+    return {IDENTITY_METADATA_KEY: f"card{CARD_CELLS}:" + base64.b64encode(identity.card).decode("ascii")}
+
+
+def identity_from_metadata(metadata: Mapping[str, str] | None) -> Identity | None:
+    """The learned identity in a LoRA file's metadata; None when absent or malformed (the file still loads)."""
+    value = (metadata or {}).get(IDENTITY_METADATA_KEY)
+    prefix = f"card{CARD_CELLS}:"
+    if not isinstance(value, str) or not value.startswith(prefix):
+        return None
+    try:
+        data = base64.b64decode(value[len(prefix) :], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(data) != CARD_CELLS * CARD_CELLS * 3:
+        return None
+    return Identity(key=hashlib.sha256(data).hexdigest(), card=data)
 
 
 @dataclass(frozen=True)
@@ -31,9 +96,11 @@ class Model:
     loras: tuple[tuple[str, float], ...] = ()
     patches: tuple[tuple[str, Any], ...] = ()
     ipadapter: tuple[tuple[str, float], ...] = ()  # (reference image fingerprint, weight)
+    identities: tuple[tuple[Identity, float], ...] = ()  # (what a LoRA draws, its model strength)
 
-    def with_lora(self, lora: str, strength: float) -> Model:
-        return replace(self, loras=(*self.loras, (lora, strength)))
+    def with_lora(self, lora: str, strength: float, identity: Identity | None = None) -> Model:
+        identities = self.identities if identity is None else (*self.identities, (identity, strength))
+        return replace(self, loras=(*self.loras, (lora, strength)), identities=identities)
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,35 @@
 Nothing is loaded: each loader checks that the worker lists the file (on disk or in the lock, see
 ``modelfiles.py``) and returns the placeholder record of ``values.py``. Combo lists are the worker's model
 listings, re-read per request like ComfyUI's ``folder_paths.get_filename_list``.
+
+The LoRA loaders also attach the LoRA's ``Identity`` to the model (docs/identity.md): the likeness learned
+from its training images when the file's safetensors metadata carries one, else a face generated from the
+file's sha256 (from its name when only the lock lists it), so any two LoRA files draw different subjects.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from reelforge.hashing import sha256_bytes, sha256_file
 from reelforge.preview.modelfiles import listed, resolve
 from reelforge.preview.registry import ExecContext, NodeResult, WorkerDirs, node
-from reelforge.preview.values import Clip, ClipVision, ControlNet, Model, UpscaleModel, Vae
+from reelforge.preview.values import (
+    Clip,
+    ClipVision,
+    ControlNet,
+    Identity,
+    Model,
+    UpscaleModel,
+    Vae,
+    identity_from_metadata,
+)
 
 # (pattern in the lower-cased file name, family); first match wins.
 _FAMILIES: tuple[tuple[str, str], ...] = (
@@ -153,6 +170,33 @@ def upscale_model_loader(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult
 
 # -- LoRAs ----------------------------------------------------------------------------------------------
 
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit on the JSON header
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file, read from its header only; {} when it is not one."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) != 8:
+                return {}
+            (length,) = struct.unpack("<Q", head)
+            if length > _MAX_HEADER:
+                return {}
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError):  # unreadable, or not JSON: a LoRA file from elsewhere, still loadable
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def lora_identity(path: Path | None, name: str) -> Identity:
+    """What a LoRA draws: its learned identity, else one generated from its content (or name, without a file)."""
+    if path is None:
+        return Identity(key=sha256_bytes(f"lora-name:{name}".encode()))
+    return identity_from_metadata(safetensors_metadata(path)) or Identity(key=sha256_file(path)[0])
+
+
 
 @node("LoraLoader", combos=folder_combos(lora_name="loras"), loads_model=("loras", "lora_name"))
 def lora_loader(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
@@ -163,8 +207,9 @@ def lora_loader(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     if strength_model == 0 and strength_clip == 0:  # ComfyUI returns the inputs untouched
         return NodeResult(outputs=(model, clip))
     name = str(inputs["lora_name"])
-    resolve(ctx.dirs, "loras", name)
-    new_model = model.with_lora(name, strength_model) if model is not None else None
+    path = resolve(ctx.dirs, "loras", name)
+    identity = lora_identity(path, name) if model is not None else None
+    new_model = model.with_lora(name, strength_model, identity) if model is not None else None
     new_clip = replace(clip, loras=(*clip.loras, (name, strength_clip))) if clip is not None else None
     return NodeResult(outputs=(new_model, new_clip))
 
@@ -176,5 +221,5 @@ def lora_loader_model_only(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResu
     if strength_model == 0:
         return NodeResult(outputs=(model,))
     name = str(inputs["lora_name"])
-    resolve(ctx.dirs, "loras", name)
-    return NodeResult(outputs=(model.with_lora(name, strength_model),))
+    path = resolve(ctx.dirs, "loras", name)
+    return NodeResult(outputs=(model.with_lora(name, strength_model, lora_identity(path, name)),))

@@ -6,6 +6,20 @@ control image. The background is a smooth pattern whose colours and shapes come 
 the prompt is drawn legibly on a translucent panel (wrapped to the width) with a footer naming seed, model
 and LoRAs, so a person can tell which prompt made which image. img2img (``denoise < 1``) blends the start
 image with the pattern; a control (pose) image is overlaid faintly.
+
+The subject (docs/identity.md): every picture shows a "portrait card" in a centred square of half the shorter
+side (``card_box``), drawn in front of the caption so that no prompt length hides it. Who is on it:
+
+* with LoRAs on the model, each LoRA's ``Identity`` weighted by its strength (0..1; strengths adding up to
+  more than 1 share the card; negative strengths draw nothing), the rest the picture's own subject;
+* without, the picture's own subject: a face generated from prompt, seed, batch index and model, so, as on a
+  real model, text alone gives a new person for every seed;
+* image-to-image keeps the start image's card with weight ``min(1, 2 * (1 - denoise))`` (0.9 at the variation
+  templates' 0.55), as a low denoise keeps a face.
+
+A learned identity (``Identity.card``) is drawn by enlarging its 32x32 pixels; a generated one is a face whose
+backdrop, outfit, skin, hair, eyes and mouth (colours, sizes, places) come from a hash of its key.
+``learn_identity`` is the trainer's half: the mean card of a set of training images.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reelforge.preview.values import Model, Recipe
+from reelforge.preview.values import CARD_CELLS, Identity, Model, Recipe
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -33,7 +47,10 @@ def _array_digest(array: np.ndarray | None) -> str:
 def _model_key(model: Model | None) -> Any:
     if model is None:
         return None
-    return [model.name, model.family, [list(x) for x in model.loras], repr(model.patches), repr(model.ipadapter)]
+    key = [model.name, model.family, [list(x) for x in model.loras], repr(model.patches), repr(model.ipadapter)]
+    if model.identities:  # only then, so pictures without LoRAs keep the patterns they always had
+        key.append([[identity.key, strength] for identity, strength in model.identities])
+    return key
 
 
 def _plain(value: Any) -> bool:
@@ -123,10 +140,13 @@ def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
         image = image * (1 - 0.6 * blob) + _colour(digest, b + 3) * (0.6 * blob)
     image = np.clip(image, 0.0, 1.0).astype(np.float32)
     start_pixels = start_image(recipe, batch_index)
+    start: np.ndarray | None = None
     if start_pixels is not None and recipe.denoise < 1.0:
         denoise = float(np.clip(recipe.denoise, 0.0, 1.0))
         start = _resize(start_pixels, width, height)
         image = start * np.float32(1.0 - denoise) + image * np.float32(denoise)
+    x0, y0, x1, y1 = card_box(width, height)
+    image[y0:y1, x0:x1] = subject_card(recipe, batch_index, x1 - x0, start[y0:y1, x0:x1] if start is not None else None)
     control_image = recipe.extras.get("control_image")
     if control_image is not None:
         strength = max((s for _, s in recipe.control), default=1.0)
@@ -242,6 +262,124 @@ def draw_caption(image: np.ndarray, prompt: str, negative: str, footer: str) -> 
 
 def render_image(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
     """The placeholder picture of an image recipe: [H,W,3] float32 in 0..1, deterministic in the recipe."""
-    return draw_caption(
-        background(recipe, batch_index), recipe.prompt, recipe.negative, footer_text(recipe, batch_index)
-    )
+    picture = background(recipe, batch_index)
+    out = draw_caption(picture, recipe.prompt, recipe.negative, footer_text(recipe, batch_index))
+    x0, y0, x1, y1 = card_box(picture.shape[1], picture.shape[0])
+    out[y0:y1, x0:x1] = picture[y0:y1, x0:x1]  # the subject stands in front of the caption
+    return out
+
+
+# -- the subject's card (identity) ------------------------------------------------------------------------
+
+CARD_FRACTION = 0.5  # side of the centred card, as a fraction of the shorter image side
+
+
+def card_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the centred square card in a ``width`` x ``height`` picture."""
+    side = max(1, round(CARD_FRACTION * min(width, height)))
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def own_identity(recipe: Recipe, batch_index: int = 0) -> Identity:
+    """The subject a picture shows without LoRAs: new for every prompt, seed, batch item and model."""
+    model = recipe.model.name if recipe.model is not None else ""
+    key = json.dumps(["subject", recipe.prompt, recipe.seed, batch_index, model], ensure_ascii=False)
+    return Identity(key=hashlib.sha256(key.encode()).hexdigest())
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    rgb = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+    return (round(rgb[0] * 255), round(rgb[1] * 255), round(rgb[2] * 255))
+
+
+def face_card(key: str, side: int) -> np.ndarray:
+    """A generated face for ``key``: [side, side, 3] float32; every feature (colour, size, place) from its hash."""
+    d = hashlib.sha256(b"face:" + key.encode()).digest() + hashlib.sha256(b"face2:" + key.encode()).digest()
+
+    def u(i: int, lo: float = 0.0, hi: float = 1.0) -> float:  # byte i as a number in lo..hi
+        return lo + (hi - lo) * d[i] / 255.0
+
+    scale = 4  # drawn 4x larger and reduced: smooth edges at any size
+    n = max(4, side) * scale
+    img = Image.new("RGB", (n, n), _hsv(u(0), u(1, 0.35, 0.8), u(2, 0.35, 0.85)))  # backdrop
+    draw = ImageDraw.Draw(img)
+
+    def box(cx: float, cy: float, rx: float, ry: float) -> tuple[float, float, float, float]:
+        return ((cx - rx) * n, (cy - ry) * n, (cx + rx) * n, (cy + ry) * n)
+
+    # Outfit (shoulders), its hue away from the backdrop's so the two never blend into one colour.
+    outfit = _hsv((u(0) + u(3, 0.25, 0.75)) % 1.0, u(4, 0.4, 0.9), u(5, 0.25, 0.85))
+    draw.ellipse(box(0.5, 1.02, u(6, 0.36, 0.48), u(7, 0.22, 0.32)), fill=outfit)
+    skin = _hsv(u(8, 0.02, 0.11), u(9, 0.2, 0.65), u(10, 0.35, 0.95))
+    hair = _hsv(u(11), u(12, 0.1, 0.9), u(13, 0.1, 0.75))
+    fx, fy = 0.5, u(14, 0.42, 0.5)
+    rx, ry = u(15, 0.17, 0.24), u(16, 0.22, 0.28)
+    draw.rectangle(box(fx, fy + ry * 0.95, rx * 0.38, ry * 0.35), fill=skin)  # neck
+    length = u(17)  # hair: short cap .. long sides
+    if length > 0.35:
+        draw.rectangle(box(fx, fy + ry * length * 0.6, rx * 1.18, ry * (0.35 + length * 0.75)), fill=hair)
+    draw.ellipse(box(fx, fy - ry * 0.12, rx * 1.14, ry * 1.05), fill=hair)
+    draw.ellipse(box(fx, fy + ry * 0.08, rx, ry * 0.92), fill=skin)  # face
+    fringe = u(18, 0.15, 0.55)
+    draw.chord(box(fx, fy - ry * 0.25, rx * 1.02, ry * 0.75), 180, 360, fill=hair)
+    draw.rectangle(box(fx, fy - ry * 0.62, rx * 0.95, ry * fringe * 0.3), fill=hair)
+    eye_y, eye_dx, eye_r = fy + u(19, -0.02, 0.06), rx * u(20, 0.34, 0.5), rx * u(21, 0.11, 0.18)
+    iris = _hsv(u(22), u(23, 0.4, 0.9), u(24, 0.2, 0.7))
+    white = (216, 216, 216)  # below 0.9 so no pixel reads as caption text
+    for sx in (-1, 1):
+        draw.ellipse(box(fx + sx * eye_dx, eye_y, eye_r, eye_r * 0.7), fill=white)
+        draw.ellipse(box(fx + sx * eye_dx, eye_y, eye_r * 0.55, eye_r * 0.55), fill=iris)
+    mouth = _hsv(u(25, 0.93, 1.0) % 1.0, u(26, 0.35, 0.8), u(27, 0.35, 0.8))
+    mw, my = rx * u(28, 0.3, 0.6), fy + ry * u(29, 0.45, 0.6)
+    draw.chord(box(fx, my - ry * 0.1, mw, ry * u(30, 0.1, 0.22)), 0, 180, fill=mouth)
+    reduced = img.resize((side, side), Image.Resampling.BOX)
+    out: np.ndarray = np.asarray(reduced, dtype=np.float32) / np.float32(255.0)
+    return out
+
+
+def identity_card(identity: Identity, side: int) -> np.ndarray:
+    """What ``identity`` looks like on a card of ``side`` pixels: its learned card enlarged, or its face."""
+    learned = identity.card_array()
+    if learned is None:
+        return face_card(identity.key, side)
+    return _resize(learned, side, side)
+
+
+def subject_card(recipe: Recipe, batch_index: int, side: int, start: np.ndarray | None) -> np.ndarray:
+    """The card of a picture: LoRA identities by strength over its own subject, then the start image's card."""
+    weighted = [(i, float(min(1.0, s))) for i, s in (recipe.model.identities if recipe.model else ()) if s > 0]
+    total = sum(s for _, s in weighted)
+    if total > 1.0:  # several LoRAs at full strength share the card
+        weighted = [(i, s / total) for i, s in weighted]
+        total = 1.0
+    card = np.zeros((side, side, 3), np.float32)
+    if total < 1.0:
+        card += np.float32(1.0 - total) * face_card(own_identity(recipe, batch_index).key, side)
+    for identity, strength in weighted:
+        card += np.float32(strength) * identity_card(identity, side)
+    if start is not None:
+        keep = np.float32(min(1.0, 2.0 * (1.0 - float(np.clip(recipe.denoise, 0.0, 1.0)))))
+        card = keep * start + (np.float32(1.0) - keep) * card
+    out: np.ndarray = np.clip(card, 0.0, 1.0).astype(np.float32)
+    return out
+
+
+def read_card(image: np.ndarray) -> np.ndarray:
+    """The card region of an [H,W,3] picture reduced to [CARD_CELLS, CARD_CELLS, 3] float32."""
+    a = np.asarray(image, dtype=np.float32)
+    x0, y0, x1, y1 = card_box(a.shape[1], a.shape[0])
+    return _resize(a[y0:y1, x0:x1], CARD_CELLS, CARD_CELLS)
+
+
+def learn_identity(images: np.ndarray) -> Identity:
+    """The likeness a LoRA trained on ``images`` ([B,H,W,3] in 0..1) carries: the mean of their cards."""
+    batch = np.asarray(images, dtype=np.float32)
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[0] == 0:
+        raise ValueError(f"learn_identity expects [B,H,W,3] images, got shape {batch.shape}")
+    return Identity.learned(np.mean([read_card(image) for image in batch], axis=0))
