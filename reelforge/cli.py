@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from reelforge.settings import Settings
 
+if TYPE_CHECKING:
+    from reelforge.storage import ArtifactStore
+
 app = typer.Typer(help="reelforge: generative media production on ComfyUI workers.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 templates_app = typer.Typer(help="Workflow templates (workflows/NAME.json + NAME.manifest.yaml).", no_args_is_help=True)
 app.add_typer(templates_app, name="templates")
+lora_app = typer.Typer(help="Stored LoRA versions (loras/<character>/v<N>/ in REELFORGE_STORE).", no_args_is_help=True)
+app.add_typer(lora_app, name="lora")
 
 
 @app.command("preview-worker")
@@ -191,6 +196,113 @@ def worker_failure(exc: BaseException) -> str:
             cause = cause.__cause__ or cause.__context__
         return f"unreachable: {what}"
     return f"could not be checked: {what}"
+
+
+# -- lora: the store's LoRA records ------------------------------------------------------------------------
+
+
+def _lora_store() -> tuple[ArtifactStore, str]:
+    """The store of ``REELFORGE_STORE`` and its name; bad settings or an unusable store: one line, exit 2."""
+    from reelforge.storage import StoreError, open_store
+
+    try:
+        settings = Settings.load()
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc.errors()[0]['msg']}")
+    try:
+        return open_store(settings.store), settings.store.store
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # not reached
+
+
+@lora_app.command("list")
+def lora_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the full records on stdout.")] = False,
+) -> None:
+    """List every stored LoRA version: character, version, family, rank, size, sha256, verdict."""
+    from reelforge.lora import LoraError, list_loras
+    from reelforge.storage import StoreError
+
+    store, where = _lora_store()
+    try:
+        records = list_loras(store)
+    except (LoraError, StoreError) as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2, ensure_ascii=False))
+        return
+    if not records:
+        typer.echo(f"no LoRAs stored in {where}")
+        return
+    rows = [
+        (
+            r.character,
+            f"v{r.version}",
+            r.family,
+            str(r.validation.rank) if r.validation.rank is not None else "/".join(map(str, r.validation.ranks)) or "-",
+            _size(r.size),
+            r.sha256[:12],
+            r.verdict or "-",
+        )
+        for r in records
+    ]
+    header = ("CHARACTER", "VERSION", "FAMILY", "RANK", "SIZE", "SHA256", "VERDICT")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@lora_app.command("show")
+def lora_show(
+    name: Annotated[str, typer.Argument(help="Character name or slug (e.g. 'Mina Park' or mina-park).")],
+    version: Annotated[int | None, typer.Option(min=1, help="Version (default: the latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The full record as one JSON object on stdout.")] = False,
+) -> None:
+    """Show everything on one stored LoRA record. Exit 1 when the character has no such LoRA."""
+    from reelforge.characters import character_slug
+    from reelforge.lora import LoraError, LoraNotFound, read_lora
+    from reelforge.storage import StoreError, UnsafeKey
+
+    store, _ = _lora_store()
+    try:
+        slug = character_slug(name)
+        record = read_lora(store, slug, version)
+    except (LoraNotFound, UnsafeKey, ValueError):
+        what = f"v{version} of " if version is not None else ""
+        _fail(f"no LoRA {what}{name!r} stored", 1)
+    except (LoraError, StoreError) as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    data = record.model_dump(mode="json")
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    report = data.pop("validation")
+    training = data.pop("training")
+    for key, value in data.items():
+        typer.echo(f"{key + ':':<20} {_shown(value)}")
+    typer.echo("training:")
+    for key, value in training.items():
+        typer.echo(f"  {key + ':':<18} {_shown(value)}")
+    typer.echo("validation:")
+    for key, value in report.items():
+        typer.echo(f"  {key + ':':<18} {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False) if value else "-"
+    return str(value)
 
 
 if __name__ == "__main__":
