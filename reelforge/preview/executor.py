@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from reelforge.preview.faults import Faults
+from reelforge.preview.faults import Faults, saved_output_images
 from reelforge.preview.latency import LatencyProfile
 from reelforge.preview.registry import (
     ExecContext,
@@ -676,6 +676,10 @@ class Executor:
             raise _NodeFailed(node_id, ex, inputs) from ex
         if not isinstance(result, NodeResult):
             raise _NodeFailed(node_id, TypeError(f"{cls.name} returned {type(result).__name__}"), inputs)
+        # The near_duplicate fault swaps saved images before anyone hears of them (faults.py).
+        saved = saved_output_images(self.dirs.output, result.ui)
+        if saved and (swaps := self.faults.images_saved(saved)):
+            await asyncio.to_thread(self.faults.write_near_duplicates, swaps)
         timing = self.latency.plan(cls, inputs, to_run)
         await self._pad(timing.seconds - (time.monotonic() - t0), timing.steps, report)
         ui = result.ui or None
