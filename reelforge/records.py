@@ -7,13 +7,15 @@ under its content hash and turns the whole into a ``reelforge.storage.lineage.St
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reelforge.comfy.types import DownloadedFile
 from reelforge.storage.base import ArtifactKind
 from reelforge.storage.lineage import JobFacts
+
+if TYPE_CHECKING:  # only GPU stages make products from downloads; CPU stage functions need no ComfyUI import
+    from reelforge.comfy.types import DownloadedFile
 
 __all__ = ["JobFacts", "Product", "StageOutput"]
 

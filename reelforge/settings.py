@@ -307,7 +307,9 @@ class CharacterSettings(_EnvSettings):
         description="train outside ComfyUI with this command ({config} {dataset} {output} are filled in); unset: "
         "the lora_train template on a worker labelled train",
     )
-    identity_scorer: str = Field(default="default", description="the identity scorer (reelforge.identity)")
+    identity_scorer: str = Field(
+        default="appearance", description="the identity scorer: appearance (no weights) or face (the identity extra)"
+    )
     identity_threshold: float | None = Field(default=None, gt=0, lt=1, description="overrides the scorer's threshold")
 
 

@@ -6,11 +6,12 @@ results are then computed again.
 
 from __future__ import annotations
 
+from reelforge.identity.stage import identity_stage
 from reelforge.media import audio_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
 from tasks.stage import Stage
 
-__all__ = ["AUDIO_CHECK", "DATASET", "PHASH", "VIDEO_CHECK"]
+__all__ = ["AUDIO_CHECK", "DATASET", "IDENTITY", "PHASH", "VIDEO_CHECK"]
 
 PHASH = Stage.cpu("phash", version="1", fn=phash_stage, process=True)
 """64-bit perceptual hash of one stored image (``inputs["image"]``): record ``{"phash", "width", "height"}``."""
@@ -24,3 +25,6 @@ AUDIO_CHECK = Stage.cpu("audio_check", version="1", fn=audio_stage, process=True
 
 VIDEO_CHECK = Stage.cpu("video_check", version="1", fn=video_stage, process=True)
 """A stored video has video and audio streams and the expected duration: record ``{"duration_s", "frames", ...}``."""
+
+IDENTITY = Stage.cpu("identity", version="1", fn=identity_stage, process=True)
+"""Test images (``test*`` inputs) scored against references (``ref*``): record = ``IdentityScores`` (by input name)."""

@@ -120,12 +120,6 @@ async def test_right_lora_scores_high_no_or_other_lora_low(tmp_path: Path) -> No
     assert max(_scores(results["none"])) < half_score < min(_scores(results["right"]))
 
 
-@pytest.mark.xfail(
-    reason="TrainLoraNode (reelforge/preview/nodes/training.py) does not yet write the learned identity "
-    "(identity_metadata(learn_identity(images))) into the LoRA's metadata, so a trained LoRA draws a face of its "
-    "own file; docs/identity.md",
-    strict=False,
-)
 async def test_lora_trained_on_the_variations_carries_the_identity(tmp_path: Path) -> None:
     spec = CharacterSpec(name="Ana Lima", character_type="influencer", age=30, gender="female", seed=3)
     root = tmp_path / "worker"

@@ -28,7 +28,8 @@ from reelforge.preview.modelfiles import listed, resolve
 from reelforge.preview.naming import next_counter, split_prefix
 from reelforge.preview.nodes.sampling import encode_text
 from reelforge.preview.registry import ExecContext, NodeResult, WorkerDirs, node
-from reelforge.preview.values import Cond, Model, recipe_of
+from reelforge.preview.render.image import learn_identity
+from reelforge.preview.values import Cond, Model, identity_from_metadata, identity_metadata, recipe_of
 
 # -- dataset --------------------------------------------------------------------------------------------
 
@@ -327,6 +328,8 @@ def train_lora(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
         "existing_lora": existing,
         "digest": digest,
     }
+    if images is not None:  # what the LoRA "learned": the subject card of its training images
+        metadata.update(identity_metadata(learn_identity(np.asarray(images))))
     lora = make_lora(
         digest=digest,
         family=model.family,
@@ -342,7 +345,7 @@ def train_lora(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     t = np.arange(steps, dtype=np.float64)
     losses = 0.08 + 0.12 * np.exp(-t / max(1.0, steps / 3)) + 0.01 * np.abs(rng.standard_normal(steps))
     loss_map = {"loss": [float(v) for v in losses]}
-    model_with_lora = model.with_lora(f"trained_lora_{digest[:12]}", 1.0)
+    model_with_lora = model.with_lora(f"trained_lora_{digest[:12]}", 1.0, identity_from_metadata(metadata))
     return NodeResult(outputs=(model_with_lora, lora, loss_map, total_steps))
 
 
