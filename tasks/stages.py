@@ -6,7 +6,7 @@ results are then computed again.
 
 from __future__ import annotations
 
-from reelforge.identity.stage import identity_stage
+from reelforge.identity import identity_stage
 from reelforge.media import audio_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
 from tasks.stage import Stage

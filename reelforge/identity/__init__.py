@@ -18,6 +18,7 @@ from reelforge.identity.errors import (
 from reelforge.identity.face import FaceScorer, face_similarity
 from reelforge.identity.registry import DEFAULT_SCORER, SCORERS, scorer_by_name
 from reelforge.identity.scores import CandidateScore, Embedded, IdentityScores, ReferenceStatus, build_scores
+from reelforge.identity.stage import identity_stage
 
 __all__ = [
     "DEFAULT_SCORER",
@@ -39,6 +40,7 @@ __all__ = [
     "appearance_similarity",
     "build_scores",
     "face_similarity",
+    "identity_stage",
     "score_embeddings",
     "scorer_by_name",
 ]
