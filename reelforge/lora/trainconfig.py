@@ -10,7 +10,8 @@ Two formats (docs/lora.md lists every field):
   (``dataset_config``); the final file is ``<output>/<name>.safetensors``. Its bar is ``steps:  12%|...| 12/100``.
 
 ``extra`` settings are merged over the generated ones (nested tables key by key), so a studio can add what only
-it knows (``clip_l``/``t5xxl``/``ae`` paths for Flux in kohya, ``quantize``, sampling prompts, ...).
+it knows (``clip_l``/``t5xxl``/``ae`` paths for Flux in kohya, ``quantize``, sampling prompts, ...). Its
+``process`` table goes into ai-toolkit's ``config.process[0]``, its ``dataset`` table into kohya's dataset TOML.
 """
 
 from __future__ import annotations
@@ -119,16 +120,19 @@ def ai_toolkit_config(job: TrainJob, extra: Mapping[str, Any] | None = None) -> 
             "disable_sampling": True,  # the test stage renders with the stored LoRA instead
         },
         "model": model,
-        "seed": c.seed,
-    }
+    }  # no seed: ai-toolkit's example configs have none for training (only sample.seed, unused here)
     if c.trigger_word:
         process["trigger_word"] = c.trigger_word
+    extra = dict(extra or {})
+    process_extra = extra.pop("process", None)
+    if isinstance(process_extra, Mapping):  # nearly every setting lives in the one process: merged into it
+        process = deep_merge(process, process_extra)
     document: dict[str, Any] = {
         "job": "extension",
         "config": {"name": job.name, "process": [process]},
         "meta": {"name": "[name]", "version": "1.0"},
     }
-    return deep_merge(document, extra or {})
+    return deep_merge(document, extra)
 
 
 def kohya_config(

@@ -264,11 +264,13 @@ class ExternalTrainer:
 
         tail = out.tail_text()
         if returncode != 0:
+            how = f"exited with status {returncode}"
+            if returncode < 0:  # e.g. the kernel's OOM killer: SIGKILL
+                with contextlib.suppress(ValueError):
+                    how = f"was killed by {signal.Signals(-returncode).name}"
             raise run.error(
                 TrainerFailed,
-                f"trainer exited with status {returncode}; last output:\n{tail}"
-                if tail
-                else f"trainer exited with status {returncode} and printed nothing",
+                f"trainer {how}; last output:\n{tail}" if tail else f"trainer {how} and printed nothing",
                 returncode=returncode,
                 output_tail=tail,
             )

@@ -208,6 +208,14 @@ def test_cancel(stand_in: Path, dataset: Path, tmp_path: Path) -> None:
         trainer(stand_in).train(dataset, CONFIG, tmp_path / "o", family="flux", on_progress=progress, cancel=cancel)
 
 
+def test_killed_by_a_signal(dataset: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "import os, signal; print('loading'); os.kill(os.getpid(), signal.SIGKILL)"]
+    with pytest.raises(TrainerFailed) as caught:
+        ExternalTrainer(command).train(dataset, CONFIG, tmp_path / "o", family="flux")
+    assert caught.value.returncode == -9
+    assert str(caught.value) == "trainer was killed by SIGKILL; last output:\nloading"
+
+
 def test_a_command_that_cannot_start(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainerFailed, match="'/no/such/trainer' could not be started") as caught:
         ExternalTrainer("/no/such/trainer {config}").train(dataset, CONFIG, tmp_path / "o", family="flux")
@@ -259,8 +267,12 @@ def test_ai_toolkit_config(tmp_path: Path) -> None:
     assert process["train"]["noise_scheduler"] == "flowmatch"
     assert process["model"] == {"name_or_path": "black-forest-labs/FLUX.1-dev", "is_flux": True, "quantize": True}
     assert process["trigger_word"] == "m1na"
-    sdxl = ai_toolkit_config(job(tmp_path, "sdxl"), {"config": {"name": "other"}, "meta": {"version": "2"}})
-    assert sdxl["config"]["process"][0]["model"] == {"name_or_path": CONFIG.base_model, "is_xl": True}
+    sdxl = ai_toolkit_config(
+        job(tmp_path, "sdxl"),
+        {"config": {"name": "other"}, "meta": {"version": "2"}, "process": {"model": {"low_vram": True}}},
+    )
+    assert sdxl["config"]["process"][0]["model"] == {"name_or_path": CONFIG.base_model, "is_xl": True, "low_vram": True}
+    assert sdxl["config"]["process"][0]["train"]["steps"] == 10
     assert sdxl["config"]["name"] == "other" and sdxl["meta"] == {"name": "[name]", "version": "2"}
     assert yaml.safe_load(yaml.safe_dump(doc)) == doc
 
