@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-__all__ = ["FLOAT_DTYPES", "ITEM_SIZES", "Header", "TensorInfo", "count_non_finite", "non_finite", "open_header"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "ITEM_SIZES",
+    "Header",
+    "TensorInfo",
+    "count_non_finite",
+    "describe_parse_error",
+    "non_finite",
+    "open_header",
+    "read_scalars",
+]
 
 # Element sizes of every dtype safetensors defines.
 ITEM_SIZES: dict[str, int] = {
@@ -160,6 +170,27 @@ def non_finite(path: Path, tensors: list[TensorInfo]) -> dict[str, tuple[int, in
             if total:
                 found[tensor.name] = (total, first, first_nan)
     return found
+
+
+_SCALAR_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}
+
+
+def read_scalars(path: Path, tensors: list[TensorInfo]) -> dict[str, float | None]:
+    """The values of one-element float tensors (alphas), bfloat16 included; None for any other or non-finite."""
+    values: dict[str, float | None] = {}
+    with open(path, "rb") as handle:
+        for tensor in tensors:
+            value: float | None = None
+            if tensor.numel == 1 and (tensor.dtype == "BF16" or tensor.dtype in _SCALAR_DTYPES):
+                handle.seek(tensor.begin)
+                raw = handle.read(tensor.end - tensor.begin)
+                if tensor.dtype == "BF16":  # the upper half of a float32
+                    value = float((np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)[0])
+                else:
+                    value = float(np.frombuffer(raw, dtype=_SCALAR_DTYPES[tensor.dtype])[0])
+                value = value if np.isfinite(value) else None
+            values[tensor.name] = value
+    return values
 
 
 def describe_parse_error(exc: BaseException) -> str:

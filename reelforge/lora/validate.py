@@ -23,7 +23,15 @@ from reelforge.hashing import sha256_file
 from reelforge.lora.errors import LoraInvalid, LoraUnreadable
 from reelforge.lora.layout import Analysis, Found, analyse, rank_counts
 from reelforge.lora.report import DEFAULT_DTYPES, LoraFamily, LoraProblem, LoraReport, normalize_family
-from reelforge.lora.tensors import FLOAT_DTYPES, Header, TensorInfo, describe_parse_error, non_finite, open_header
+from reelforge.lora.tensors import (
+    FLOAT_DTYPES,
+    Header,
+    TensorInfo,
+    describe_parse_error,
+    non_finite,
+    open_header,
+    read_scalars,
+)
 
 __all__ = ["DEFAULT_MAX_BYTES", "validate_lora"]
 
@@ -83,7 +91,8 @@ def validate_lora(
         found += disagreements
 
     counts = rank_counts(analysis.modules)
-    alphas = {_alpha(file, header, m.parts["alpha"]) for m in analysis.modules.values() if "alpha" in m.parts}
+    alpha_names = [m.parts["alpha"] for m in analysis.modules.values() if "alpha" in m.parts]
+    alphas = set(read_scalars(file, [header.tensors[n] for n in alpha_names]).values())
     report = LoraReport(
         file=shown,
         size=size,
@@ -145,8 +154,8 @@ def _rank_problems(analysis: Analysis, expected: int | None) -> list[Found]:
 
 
 def _family_problems(analysis: Analysis, expected: LoraFamily | None) -> list[Found]:
-    if expected is None or any(p.code == "mixed_family" for p in analysis.problems):
-        return []
+    if expected is None or analysis.layout == "unknown" or any(p.code == "mixed_family" for p in analysis.problems):
+        return []  # nothing readable to compare, or already said
     if analysis.family == "unknown":
         return [Found("family_unknown", f"expected a {expected} LoRA, but its keys do not tell the base model")]
     if analysis.family != expected:
@@ -170,23 +179,6 @@ def _dtype_problems(tensors: list[TensorInfo], allowed: frozenset[str]) -> list[
     return [
         Found("dtype", f"has dtype {first.dtype}, expected one of {', '.join(sorted(allowed))}{others}", first.name)
     ]
-
-
-def _alpha(file: Path, header: Header, name: str) -> float | None:
-    """An alpha's value (any float dtype, bfloat16 included), None when it is not a finite scalar."""
-    import numpy as np
-
-    tensor = header.tensors[name]
-    if tensor.numel != 1 or tensor.dtype not in FLOAT_DTYPES or tensor.dtype.startswith("F8"):
-        return None
-    with open(file, "rb") as handle:
-        handle.seek(tensor.begin)
-        raw = handle.read(tensor.end - tensor.begin)
-    if tensor.dtype == "BF16":  # the upper half of a float32
-        value = float((np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)[0])
-    else:
-        value = float(np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[tensor.dtype])[0])
-    return value if np.isfinite(value) else None
 
 
 def _cut(value: str) -> str:
