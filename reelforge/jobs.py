@@ -39,10 +39,12 @@ from reelforge.templates.errors import TemplateError
 from reelforge.templates.template import Template, validate_on_worker
 
 __all__ = [
+    "KIND_LABELS",
     "OutputFetchFailed",
     "TemplateRun",
     "fetch_outputs",
     "find_saved",
+    "label_for_kind",
     "run_template",
     "validate_on_pool",
 ]
@@ -51,6 +53,16 @@ log = logging.getLogger(__name__)
 
 # Download failures worth another try: the prompt finished, its files are on the worker.
 _RETRY_DOWNLOAD: tuple[type[TransientComfyError], ...] = (WorkerUnavailable, WorkerTimeout, WorkerServerError)
+
+
+# Template kind -> the worker label that serves it (workers labelled so, or unlabelled, take the job).
+KIND_LABELS: dict[str, str] = {
+    "image": "image", "upscale": "image", "video": "video", "audio": "audio", "lora": "train",
+}
+
+
+def label_for_kind(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
 
 
 class TemplateRun(BaseModel):
@@ -121,6 +133,7 @@ async def run_template(
         on_progress=on_progress,
         prepare=prepare if files or sets else None,
         avoid=avoid,
+        label=label_for_kind(template.kind),
     )
     fetched = await fetch_outputs(pool, result, dest_dir, retries=download_retries)
     return TemplateRun(template=template.name, template_version=template.version, result=result, files=fetched)

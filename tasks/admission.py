@@ -20,21 +20,9 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from reelforge.comfy import WorkerPool
+from reelforge.jobs import label_for_kind
 
 LIMIT_PREFIX = "reelforge-gpu-"
-
-# Template kind -> the worker label that serves it.
-KIND_LABELS: dict[str, str] = {
-    "image": "image",
-    "upscale": "image",
-    "video": "video",
-    "audio": "audio",
-    "lora": "train",
-}
-
-
-def label_for_kind(kind: str) -> str:
-    return KIND_LABELS.get(kind, kind)
 
 
 def limit_name(label: str) -> str:

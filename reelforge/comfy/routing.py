@@ -118,7 +118,8 @@ def eligibility(snapshot: WorkerSnapshot, requirement: Requirement) -> str | Non
     A worker whose capabilities are unknown is only checked for its label.
     """
     reasons: list[str] = []
-    if requirement.label is not None and requirement.label not in snapshot.labels:
+    # An unlabelled worker takes any job; a labelled one only jobs of its labels.
+    if requirement.label is not None and snapshot.labels and requirement.label not in snapshot.labels:
         have = _names(snapshot.labels) if snapshot.labels else "none"
         reasons.append(f"lacks label '{requirement.label}' (has: {have})")
     if snapshot.node_classes is not None:

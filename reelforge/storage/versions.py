@@ -98,7 +98,7 @@ def reserve_version(store: _Primitives, prefix: str, holder: Holder) -> int:
     raise StoreError(f"no free version under {prefix!r} after {_MAX_ATTEMPTS} attempts", operation="reserve")
 
 
-def _scan(store: _Primitives, prefix: str) -> dict[int, set[str]]:
+def _scan(store: _Primitives, prefix: str, complete: str = MANIFEST) -> dict[int, set[str]]:
     """Version number -> the bookkeeping files (manifest, reservation, marker) its folder holds."""
     folder = check_prefix(prefix).rstrip("/")
     base = f"{folder}/" if folder else ""
@@ -109,7 +109,7 @@ def _scan(store: _Primitives, prefix: str) -> dict[int, set[str]]:
         if number is None:
             continue
         files = found.setdefault(number, set())
-        if name in (MANIFEST, RESERVATION, ABANDONED):
+        if name in (complete, RESERVATION, ABANDONED):
             files.add(name)
     return found
 
@@ -121,9 +121,11 @@ def _holder(store: _Primitives, folder: str) -> Holder | None:
         return None  # removed meanwhile, or torn / hand-edited: nobody provably holds it
 
 
-def _info(store: _Primitives, prefix: str, number: int, files: set[str], max_age_s: float | None) -> VersionInfo:
+def _info(
+    store: _Primitives, prefix: str, number: int, files: set[str], max_age_s: float | None, complete: str = MANIFEST
+) -> VersionInfo:
     folder = version_prefix(prefix, number)
-    if MANIFEST in files:
+    if complete in files:
         return VersionInfo(number=number, state="complete", prefix=folder)
     if RESERVATION not in files:  # made by code older than reservations
         return VersionInfo(number=number, state="abandoned", prefix=folder)
@@ -132,19 +134,24 @@ def _info(store: _Primitives, prefix: str, number: int, files: set[str], max_age
     return VersionInfo(number=number, state="abandoned" if gone else "reserved", holder=holder, prefix=folder)
 
 
-def versions(store: _Primitives, prefix: str, *, max_age_s: float | None = None) -> list[VersionInfo]:
+def versions(
+    store: _Primitives, prefix: str, *, max_age_s: float | None = None, complete: str = MANIFEST
+) -> list[VersionInfo]:
     """Every version folder under ``prefix``, by number (``max_age_s``: see ``Holder.gone``)."""
-    return [_info(store, prefix, n, files, max_age_s) for n, files in sorted(_scan(store, prefix).items())]
+    scanned = sorted(_scan(store, prefix, complete).items())
+    return [_info(store, prefix, n, files, max_age_s, complete) for n, files in scanned]
 
 
-def mark_abandoned(store: _Primitives, prefix: str, *, max_age_s: float | None = None) -> list[int]:
+def mark_abandoned(
+    store: _Primitives, prefix: str, *, max_age_s: float | None = None, complete: str = MANIFEST
+) -> list[int]:
     """Write ``abandoned.json`` into abandoned versions without one; returns the numbers marked by this call."""
     marked: list[int] = []
     by = Holder.current(label="mark_abandoned")
-    for number, files in sorted(_scan(store, prefix).items()):
+    for number, files in sorted(_scan(store, prefix, complete).items()):
         if ABANDONED in files:
             continue
-        info = _info(store, prefix, number, files, max_age_s)
+        info = _info(store, prefix, number, files, max_age_s, complete)
         if info.state != "abandoned":
             continue
         marker = AbandonedMarker(version=number, holder=info.holder, marked_by=by)
@@ -182,15 +189,16 @@ class VersionedFolders:
         with self._boundary("reserve", prefix or None):
             return reserve_version(cast(_Primitives, self), prefix, holder)
 
-    def versions(self, prefix: str, *, max_age_s: float | None = None) -> list[VersionInfo]:
-        """Every version folder under ``prefix`` with its state (complete, reserved, abandoned)."""
+    def versions(self, prefix: str, *, max_age_s: float | None = None, complete: str = MANIFEST) -> list[VersionInfo]:
+        """Every version folder under ``prefix`` with its state (complete: it holds ``complete``, e.g.
+        ``record.json`` for LoRA versions; reserved; abandoned)."""
         with self._boundary("versions", prefix or None):
-            return versions(cast(_Primitives, self), prefix, max_age_s=max_age_s)
+            return versions(cast(_Primitives, self), prefix, max_age_s=max_age_s, complete=complete)
 
-    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None) -> list[int]:
-        """Mark reservations whose holder is gone and which have no manifest; returns the numbers marked."""
+    def mark_abandoned(self, prefix: str, *, max_age_s: float | None = None, complete: str = MANIFEST) -> list[int]:
+        """Mark reservations whose holder is gone and which are not complete; returns the numbers marked."""
         with self._boundary("mark_abandoned", prefix or None):
-            return mark_abandoned(cast(_Primitives, self), prefix, max_age_s=max_age_s)
+            return mark_abandoned(cast(_Primitives, self), prefix, max_age_s=max_age_s, complete=complete)
 
     def abandon(self, prefix: str, number: int, *, reason: str) -> bool:
         """Give up one's own reserved version (the run failed); see ``versions.abandon``."""

@@ -115,7 +115,7 @@ async def test_routes_by_node_classes_models_and_labels(
     w_full = await make_worker(root=tmp_path / "full")  # lacks the model file
     put_model(w_plain.root, CKPT_A)
     clients = [make_client(w_plain, "plain"), make_client(w_full, "full")]
-    async with WorkerPool(clients, labels={clients[1].url: {"video"}}) as pool:
+    async with WorkerPool(clients, labels={clients[0].url: {"image"}, clients[1].url: {"video"}}) as pool:
         assert {s.name: s.node_classes for s in pool.status()}["plain"] == len(no_invert.classes)
         for i in range(3):
             assert (await pool.run(image_graph(i, invert=True))).worker == "full"

@@ -77,6 +77,7 @@ def test_wrong_label() -> None:
     assert eligibility(snap("a", labels=frozenset({"image"})), req) == "lacks label 'video' (has: image)"
     assert eligibility(snap("b", labels=frozenset({"image", "video"})), req) is None
     assert eligibility(snap("c"), Requirement()) is None  # no label asked: any worker
+    assert eligibility(snap("d"), req) is None  # an unlabelled worker takes any job
 
 
 def test_routes_by_node_classes_and_models() -> None:
@@ -89,7 +90,10 @@ def test_routes_by_node_classes_and_models() -> None:
 
 
 def test_no_eligible_worker_lists_every_reason() -> None:
-    workers = [snap("a", labels=frozenset({"image"})), snap("b", node_classes=frozenset({"SaveImage"}))]
+    workers = [
+        snap("a", labels=frozenset({"image"})),
+        snap("b", labels=frozenset({"video"}), node_classes=frozenset({"SaveImage"})),
+    ]
     req = Requirement(node_classes=frozenset({"EmptyImage"}), label="image")
     with pytest.raises(NoEligibleWorker) as info:
         choose_worker(workers[1:], req, now=0.0)
@@ -170,8 +174,9 @@ def test_unknown_capabilities_mean_wait_not_fail() -> None:
     assert eligibility(never_seen, req) is None
     assert choose_worker([never_seen], req, now=0.0) is None
     # but a label mismatch is known without contacting the worker
+    labelled = snap("new", node_classes=None, models={}, healthy=False, labels=frozenset({"image"}))
     with pytest.raises(NoEligibleWorker):
-        choose_worker([never_seen], Requirement(label="video"), now=0.0)
+        choose_worker([labelled], Requirement(label="video"), now=0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -132,3 +132,13 @@ def test_version_prefix_builder() -> None:
         version_prefix("../x/", 1)
     with pytest.raises(ValueError):
         version_prefix("a/", -1)
+
+
+def test_a_version_is_complete_by_its_own_marker(store: LocalStore) -> None:
+    """LoRA versions end with record.json, not manifest.json: they are complete, and never marked abandoned."""
+    dead = Holder.current().model_copy(update={"pid": 2**22 + 7, "pid_started": None})
+    assert store.reserve_version("loras/mina/", dead) == 1
+    store.put_json({"lora": 1}, "loras/mina/v1/record.json")
+    assert [v.state for v in store.versions("loras/mina/", complete="record.json")] == ["complete"]
+    assert store.mark_abandoned("loras/mina/", complete="record.json") == []
+    assert [v.state for v in store.versions("loras/mina/")] == ["abandoned"]  # by the manifest rule
