@@ -5,6 +5,7 @@
 | ``reelforge.job.completed`` | ``reelforge.job.<job id>`` | a GPU job's outputs are stored (or came from cache) |
 | ``reelforge.<stage>.completed`` | ``reelforge.job.<job id>`` | a CPU stage is done (``reelforge.phash.completed``) |
 | ``reelforge.character.ready`` | ``reelforge.character.<slug>`` | a character version's manifest is written |
+| ``reelforge.character.lora_failed`` | ``reelforge.character.<slug>`` | its LoRA scored below the identity threshold |
 | ``reelforge.video.ready`` | ``reelforge.video.<slug>`` | a video is assembled and stored |
 
 The flow run is attached as a related resource by Prefect itself (from the run context). A trigger such as
@@ -22,6 +23,7 @@ from reelforge.storage import ArtifactRef, StageRecord
 
 JOB_COMPLETED = "reelforge.job.completed"
 CHARACTER_READY = "reelforge.character.ready"
+CHARACTER_LORA_FAILED = "reelforge.character.lora_failed"
 VIDEO_READY = "reelforge.video.ready"
 
 
@@ -69,7 +71,8 @@ def stage_completed(record: StageRecord, *, flow_run_id: str | None = None) -> N
 
 
 def character_ready(
-    slug: str, version: int, manifest: ArtifactRef, *, name: str, executed: int, cached: int
+    slug: str, version: int, manifest: ArtifactRef, *, name: str, executed: int, cached: int,
+    score: float | None = None,
 ) -> None:
     emit_event(
         CHARACTER_READY,
@@ -85,7 +88,24 @@ def character_ready(
             "manifest_uri": manifest.uri,
             "jobs_executed": executed,
             "jobs_cached": cached,
+            "identity_score": score,
         },
+    )
+
+
+def character_lora_failed(
+    slug: str, version: int, manifest: ArtifactRef, *, name: str, verdict: dict[str, Any]
+) -> None:
+    """The character's LoRA scored below its identity threshold: the verdict (score, threshold, scorer, failing)."""
+    emit_event(
+        CHARACTER_LORA_FAILED,
+        resource={
+            "prefect.resource.id": f"reelforge.character.{slug}",
+            "prefect.resource.name": name,
+            "reelforge.version": str(version),
+        },
+        payload={"slug": slug, "version": version, "manifest_key": manifest.key, "manifest_uri": manifest.uri,
+                 **verdict},
     )
 
 

@@ -47,6 +47,7 @@ from reelforge.lora.report import (
     LoraReport,
     normalize_family,
 )
+from reelforge.lora.stage import lora_check_stage
 from reelforge.lora.trainconfig import TrainerFormat, TrainJob, ai_toolkit_config, kohya_config, toml_dumps
 from reelforge.lora.trainer import ExternalTrainer, TrainProgress, check_dataset
 from reelforge.lora.validate import DEFAULT_MAX_BYTES, validate_lora
@@ -84,6 +85,7 @@ __all__ = [
     "kohya_config",
     "latest_lora",
     "list_loras",
+    "lora_check_stage",
     "lora_file_key",
     "lora_prefix",
     "lora_record_key",

@@ -113,6 +113,9 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+START_KEEP = 0.3  # share of a plain (1 - denoise) blend of the start image kept outside the subject's card
+
+
 def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
     """The picture without the writing: hashed pattern, start-image blend, control overlay. [H,W,3]."""
     width, height = max(1, recipe.width or 512), max(1, recipe.height or 512)
@@ -122,7 +125,9 @@ def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
     x = (np.arange(width, dtype=np.float32) / max(1, width - 1))[None, :]
     angle = digest[9] / 255.0 * 2 * np.pi
     ramp = np.clip(0.5 + (x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle), 0.0, 1.0)
-    c0, c1 = _colour(digest, 0), _colour(digest, 3)
+    # A dark end and a light end: the ramp's direction (from the hash) is the picture's coarse layout, so two
+    # prompts' pictures differ in their perceptual hashes as two photos do, not only in hue.
+    c0, c1 = _colour(digest, 0) * np.float32(0.45), np.float32(0.45) + _colour(digest, 3) * np.float32(0.55)
     image = c0 * (1 - ramp[..., None]) + c1 * ramp[..., None]
     # Waves: frequency, direction and phase from the hash.
     freq = 2.0 + digest[10] % 9
@@ -144,7 +149,11 @@ def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
     if start_pixels is not None and recipe.denoise < 1.0:
         denoise = float(np.clip(recipe.denoise, 0.0, 1.0))
         start = _resize(start_pixels, width, height)
-        image = start * np.float32(1.0 - denoise) + image * np.float32(denoise)
+        # Around the subject a new prompt (pose, outfit, place) repaints most of the picture: the start image
+        # shows through with START_KEEP of what a plain blend would keep, so variations of one base differ as
+        # much as a diffusion model's do (their pHashes are not near-duplicates) while the card keeps the face.
+        keep = np.float32(START_KEEP * (1.0 - denoise))
+        image = start * keep + image * (np.float32(1.0) - keep)
     x0, y0, x1, y1 = card_box(width, height)
     image[y0:y1, x0:x1] = subject_card(recipe, batch_index, x1 - x0, start[y0:y1, x0:x1] if start is not None else None)
     control_image = recipe.extras.get("control_image")
