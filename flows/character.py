@@ -33,7 +33,7 @@ from reelforge.hashing import sha256_file
 from reelforge.jobs import validate_on_pool
 from reelforge.liveness import Holder, make_job_dir
 from reelforge.lora import LoraFields, TrainingConfig, latest_lora, record_verdict, store_lora
-from reelforge.media import frames_for
+from reelforge.media import MediaCheckFailed, audio_stage, frames_for
 from reelforge.settings import Settings
 from reelforge.storage import (
     ArtifactRef,
@@ -299,6 +299,10 @@ def _voice_reference(voice_ref: str | None) -> Path | None:
             handle.read(1)
     except OSError as exc:
         raise ValueError(f"voice_ref: {voice_ref!r} cannot be read ({exc.strerror})") from exc
+    try:
+        audio_stage({"audio": path}, {"min_s": 1.0}, path.parent)  # the same check the stage makes, up front
+    except MediaCheckFailed as exc:
+        raise ValueError(f"voice_ref: {voice_ref!r} {exc.message}") from exc
     return path
 
 
