@@ -128,17 +128,7 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
             raise typer.Exit(EXIT_BAD_INPUT) from exc
         raise typer.Exit(execute(command, params, as_json=as_json))
 
-    parameters = [
-        inspect.Parameter(
-            field,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(
-                None, _option(field), metavar=_metavar(info.annotation), help=_help(field, info), show_default=False,
-            ),
-            annotation=str | None,
-        )
-        for field, info in hints.items()
-    ]
+    parameters = [_cli_parameter(field, info) for field, info in hints.items()]
     parameters += [
         inspect.Parameter(
             "spec", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
@@ -154,6 +144,19 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
     run.__doc__ = (inspect.getdoc(flow.fn) or flow.name).split("\n\n")[0]
     run_app.command(name)(run)
     return command
+
+
+def _cli_parameter(field: str, info: FieldInfo) -> inspect.Parameter:
+    """One option: ``--x/--no-x`` for a bool parameter, else ``--x VALUE`` (a string pydantic validates)."""
+    if info.annotation is bool:
+        option = typer.Option(
+            None, f"{_option(field)}/--no-{field.replace('_', '-')}", help=_help(field, info), show_default=False
+        )
+        return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None)
+    option = typer.Option(
+        None, _option(field), metavar=_metavar(info.annotation), help=_help(field, info), show_default=False
+    )
+    return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None)
 
 
 def _metavar(annotation: Any) -> str:
@@ -182,11 +185,11 @@ def _help(field: str, info: FieldInfo) -> str:
     return escape("; ".join(parts))
 
 
-def _coerce_cli(command: FlowCommand, raw: Mapping[str, str]) -> dict[str, Any]:
+def _coerce_cli(command: FlowCommand, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Command-line strings as the values pydantic should see: ``none``/``null`` for optional parameters."""
     out: dict[str, Any] = {}
-    for key, text in raw.items():
-        out[key] = None if text.strip().lower() in ("none", "null") else text
+    for key, value in raw.items():
+        out[key] = None if isinstance(value, str) and value.strip().lower() in ("none", "null") else value
     return out
 
 

@@ -40,6 +40,7 @@ def cli_env(tmp_path: Path, worker: PreviewWorkerThread) -> dict[str, str]:
         "REELFORGE_STORE": str(tmp_path / "store"),
         "REELFORGE_COMFY_URLS": worker.url,
         "COLUMNS": "120",
+        "REELFORGE_DEDUP_RETRIES": "0",  # stage counts must not depend on how alike the pictures are
     }
     return env
 
@@ -50,26 +51,27 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 180) -> subpr
 
 def test_json_result_then_everything_cached(tmp_path: Path, slow_worker: PreviewWorkerThread) -> None:
     env = cli_env(tmp_path, slow_worker)
-    args = ["run", "character", "--name", "Cli Person", "--variations", "1", "--width", "256", "--height", "256"]
+    args = ["run", "character", "--name", "Cli Person", "--variations", "1", "--width", "256", "--height", "256",
+            "--no-lora", "--no-intro"]
     first = run_cli([*args, "--json"], env)
     assert first.returncode == 0, first.stderr[-3000:]
     data: dict[str, Any] = json.loads(first.stdout)  # stdout holds exactly one JSON object
     assert data["state"] == "Completed" and data["flow_run_id"]
-    assert (data["executed"], data["cached"]) == (4, 0)
-    assert data["stages"] == {"gpu": {"executed": 2, "cached": 0}, "process": {"executed": 2, "cached": 0}}
+    assert (data["executed"], data["cached"]) == (6, 0)  # base, variation, voice; 2 hashes, the voice's check
+    assert data["stages"] == {"gpu": {"executed": 3, "cached": 0}, "process": {"executed": 3, "cached": 0}}
     manifest = Path(data["manifest_uri"].removeprefix("file://"))
     assert json.loads(manifest.read_text())["name"] == "Cli Person"
     assert "stages done" in first.stderr and "Cli Person v1" in first.stderr  # progress and table on stderr
     second = run_cli(args, env)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "4 stages: 0 executed, 4 cached (everything came from the cache)" in second.stdout
+    assert "6 stages: 0 executed, 6 cached (everything came from the cache)" in second.stdout
     assert "manifest:" in second.stdout and "v2/manifest.json" in second.stdout
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--variations", "-3"], "--variations: Input should be greater than or equal to 0 (got '-3')"),
+        (["--variations", "-3"], "--variations: Input should be greater than or equal to 1 (got '-3')"),
         (["--gender", "robot"], "--gender: Input should be 'female', 'male' or 'nonbinary'"),
         (["--spec", "/nonexistent/spec.yaml"], "--spec /nonexistent/spec.yaml: cannot read it"),
     ],
@@ -86,11 +88,15 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_spec_file_gives_the_parameters(tmp_path: Path, slow_worker: PreviewWorkerThread) -> None:
     spec = tmp_path / "spec.yaml"
-    spec.write_text("name: Spec Person\nvariations: 0\nwidth: 512\nheight: 512\ncharacter_type: mascot\n")
+    spec.write_text(
+        "name: Spec Person\nvariations: 1\nwidth: 512\nheight: 512\ncharacter_type: mascot\nlora: false\n"
+        "intro: false\n"
+    )
     proc = run_cli(["run", "character", "--spec", str(spec), "--json"], cli_env(tmp_path, slow_worker))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)["result"]
-    assert (result["name"], result["family"], result["variations"]) == ("Spec Person", "stylized", [])
+    assert (result["name"], result["family"], len(result["variations"])) == ("Spec Person", "stylized", 1)
+    assert result["lora"] is None and result["intro"] is None and result["voice"] is not None
 
 
 @pytest.mark.parametrize(
@@ -99,7 +105,8 @@ def test_spec_file_gives_the_parameters(tmp_path: Path, slow_worker: PreviewWork
 def test_a_stopped_run_removes_its_prompts_from_the_worker(
     tmp_path: Path, slow_worker: PreviewWorkerThread, sig: signal.Signals, code: int, words: str
 ) -> None:
-    args = ["run", "character", "--name", f"Stop {sig.name}", "--variations", "4", "--width", "256", "--height", "256"]
+    args = ["run", "character", "--name", f"Stop {sig.name}", "--variations", "4", "--width", "256", "--height", "256",
+            "--no-lora", "--no-intro"]
     proc = subprocess.Popen(
         [REELFORGE, *args], env=cli_env(tmp_path, slow_worker), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
