@@ -54,7 +54,7 @@ from tasks.events import character_lora_failed, character_ready
 from tasks.gpu import template_named
 from tasks.progress import FlowProgress
 from tasks.stage import Stage, StageRunner
-from tasks.stages import AUDIO_CHECK, DATASET, IDENTITY, LORA_CHECK, PHASH, VIDEO_CHECK
+from tasks.stages import AUDIO_CHECK, DATASET, IDENTITY, LORA_CHECK, LORA_TRAIN_EXTERNAL, PHASH, VIDEO_CHECK
 
 __all__ = ["CharacterResult", "character_flow", "print_summary"]
 
@@ -341,17 +341,31 @@ async def _lora(run: _Run, accepted: list[ArtifactRef], base: ArtifactRef, steps
     dataset = await run.cpu(DATASET, {"trigger": prompts.trigger, "captions": captions}, "dataset", images,
                             place="dataset")
     train = template_named("lora_train")
-    training = TrainingConfig(steps=steps, rank=rank, learning_rate=1e-4, base_model=train.models[0].name,
+    character = engine.settings.character
+    family = character.lora_family
+    command = character.lora_trainer_cmd
+    base_model = (character.lora_base_model if command else None) or train.models[0].name
+    training = TrainingConfig(steps=steps, rank=rank, learning_rate=1e-4, base_model=base_model,
                               resolution=1024, trainer="comfyui", seed=spec.seed, trigger_word=prompts.trigger)
-    trained = await run.gpu("lora_train", {"steps": steps, "rank": rank, "learning_rate": training.learning_rate,
-                                           "seed": spec.seed}, "lora", "train", inputs={"folder": dataset.refs[0]})
+    if command:  # a studio's own trainer (ai-toolkit, sd-scripts), behind the same stage interface
+        training = training.model_copy(update={"trainer": "external"})
+        trained = await run.cpu(
+            LORA_TRAIN_EXTERNAL,
+            {"command": command, "config": training.model_dump(mode="json"), "family": family,
+             "format": character.lora_trainer_format,
+             "timeout_s": engine.settings.limits.timeout_lora_s},
+            "train", {"dataset": dataset.refs[0]}, place="lora",
+        )
+    else:
+        trained = await run.gpu("lora_train", {"steps": steps, "rank": rank, "learning_rate": training.learning_rate,
+                                               "seed": spec.seed}, "lora", "train", inputs={"folder": dataset.refs[0]})
     lora_ref = trained.refs[0]
-    checked = await run.cpu(LORA_CHECK, {"rank": rank, "family": "sdxl"}, "lora-check", {"lora": lora_ref})
+    checked = await run.cpu(LORA_CHECK, {"rank": rank, "family": family}, "lora-check", {"lora": lora_ref})
     local = await asyncio.to_thread(_local_copy, run.store, lora_ref)
     record = await asyncio.to_thread(
         store_lora, run.store, local,
         LoraFields(character=spec.name, slug=spec.slug, character_type=spec.character_type,
-                   character_version=run.version, base_model=training.base_model, family="sdxl",
+                   character_version=run.version, base_model=training.base_model, family=family,
                    training=training, dataset_sha256=dataset.outputs[0].sha256),
     )
     holder = Holder.current(flow_run_id=current_flow_run_id(), label=f"lora test {spec.slug}")
@@ -362,7 +376,6 @@ async def _lora(run: _Run, accepted: list[ArtifactRef], base: ArtifactRef, steps
                     "lora-test", f"test{i:02d}")
             for i, prompt in enumerate(prompts.tests)
         ))
-    character = engine.settings.character
     references = {"ref000": base, **{f"ref{i + 1:03d}": ref for i, ref in enumerate(accepted)}}
     candidates = {f"test{i:03d}": t.refs[0] for i, t in enumerate(tests)}
     scored = await run.cpu(IDENTITY, {"scorer": character.identity_scorer, "threshold": character.identity_threshold},

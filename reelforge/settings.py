@@ -307,6 +307,15 @@ class CharacterSettings(_EnvSettings):
         description="train outside ComfyUI with this command ({config} {dataset} {output} are filled in); unset: "
         "the lora_train template on a worker labelled train",
     )
+    lora_base_model: str | None = Field(
+        default=None, description="the external trainer's base model (default: the lora_train template's checkpoint)"
+    )
+    lora_family: Literal["sdxl", "flux", "sd15", "sd3"] = Field(
+        default="sdxl", description="the base model family a trained LoRA must match (the lora_train template: sdxl)"
+    )
+    lora_trainer_format: Literal["ai-toolkit", "kohya"] = Field(
+        default="ai-toolkit", description="the config file the external trainer reads"
+    )
     identity_scorer: str = Field(
         default="appearance", description="the identity scorer: appearance (no weights) or face (the identity extra)"
     )

@@ -102,9 +102,14 @@ class Stage(BaseModel):
     template: str | None = None  # for gpu stages
 
     @classmethod
-    def cpu(cls, name: str, *, version: str, fn: Callable[..., StageOutput], process: bool = False) -> Stage:
-        """A CPU stage around ``fn(inputs: Mapping[str, Path], params, out_dir: Path) -> StageOutput``."""
-        return cls(name=name, version=version, kind="process" if process else "thread", fn=function_path(fn))
+    def cpu(
+        cls, name: str, *, version: str, fn: Callable[..., StageOutput], process: bool = False,
+        timeout: TimeoutKind = "cpu",
+    ) -> Stage:
+        """A CPU stage around ``fn(inputs: Mapping[str, Path], params, out_dir: Path) -> StageOutput``; ``timeout``
+        names the setting that bounds it (``lora`` for an external trainer)."""
+        kind: StageKind = "process" if process else "thread"
+        return cls(name=name, version=version, kind=kind, fn=function_path(fn), timeout=timeout)
 
     @classmethod
     def gpu(cls, template_name: str) -> Stage:

@@ -7,12 +7,12 @@ results are then computed again.
 from __future__ import annotations
 
 from reelforge.identity import identity_stage
-from reelforge.lora import lora_check_stage
+from reelforge.lora import external_train_stage, lora_check_stage
 from reelforge.media import audio_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
 from tasks.stage import Stage
 
-__all__ = ["AUDIO_CHECK", "DATASET", "IDENTITY", "LORA_CHECK", "PHASH", "VIDEO_CHECK"]
+__all__ = ["AUDIO_CHECK", "DATASET", "IDENTITY", "LORA_CHECK", "LORA_TRAIN_EXTERNAL", "PHASH", "VIDEO_CHECK"]
 
 # version 2: the reduced-before-DCT hash (bench/phash.py), up to 2 bits from version 1 on images of 256 px and more.
 PHASH = Stage.cpu("phash", version="2", fn=phash_stage, process=True)
@@ -33,3 +33,9 @@ IDENTITY = Stage.cpu("identity", version="1", fn=identity_stage, process=True)
 
 LORA_CHECK = Stage.cpu("lora_check", version="1", fn=lora_check_stage, process=True)
 """A produced LoRA (``inputs["lora"]``) validated: layout, rank, family, dtypes, no NaN/inf; record = the report."""
+
+LORA_TRAIN_EXTERNAL = Stage.cpu(
+    "lora_train_external", version="1", fn=external_train_stage, process=True, timeout="lora"
+)
+"""A LoRA trained by an external command (REELFORGE_LORA_TRAINER_CMD) on a stored training set; bounded by the
+``lora`` timeout."""

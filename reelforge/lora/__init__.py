@@ -47,7 +47,7 @@ from reelforge.lora.report import (
     LoraReport,
     normalize_family,
 )
-from reelforge.lora.stage import lora_check_stage
+from reelforge.lora.stage import external_train_stage, lora_check_stage
 from reelforge.lora.trainconfig import TrainerFormat, TrainJob, ai_toolkit_config, kohya_config, toml_dumps
 from reelforge.lora.trainer import ExternalTrainer, TrainProgress, check_dataset
 from reelforge.lora.validate import DEFAULT_MAX_BYTES, validate_lora
@@ -82,6 +82,7 @@ __all__ = [
     "Verdict",
     "ai_toolkit_config",
     "check_dataset",
+    "external_train_stage",
     "kohya_config",
     "latest_lora",
     "list_loras",

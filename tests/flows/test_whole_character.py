@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,48 @@ async def test_a_cloned_voice_and_a_reference_clip_that_is_not_audio(env: Path, 
         await character_flow(name="Echo Person", variations=1, lora=False, intro=False, voice_ref=str(not_audio),
                              **SMALL)
     assert json.loads((env / cloned.manifest_key).read_text())["name"] == "Echo Person"
+
+
+TRAINER = r"""
+import os, sys
+import numpy as np
+import yaml
+from safetensors.numpy import save_file
+
+with open(sys.argv[1]) as f:
+    job = yaml.safe_load(f)
+process = job["config"]["process"][0]
+rank, steps, name = process["network"]["linear"], process["train"]["steps"], job["config"]["name"]
+images = [p for p in os.listdir(process["datasets"][0]["folder_path"]) if p.endswith(".png")]
+for step in range(1, steps + 1):
+    print(f"{name}: {step}/{steps}", flush=True)
+target = os.path.join(process["training_folder"], name, name + ".safetensors")
+os.makedirs(os.path.dirname(target), exist_ok=True)
+rng = np.random.default_rng(len(images))
+tensors = {}
+modules = (("lora_unet_double_blocks_0_img_attn_qkv", 96, 32), ("lora_unet_single_blocks_0_linear2", 32, 64))
+for module, out_f, in_f in modules:
+    tensors[module + ".lora_down.weight"] = rng.standard_normal((rank, in_f)).astype(np.float16)
+    tensors[module + ".lora_up.weight"] = rng.standard_normal((out_f, rank)).astype(np.float16)
+    tensors[module + ".alpha"] = np.array(rank, dtype=np.float16)
+save_file(tensors, target)
+"""
+
+
+async def test_an_external_trainer_behind_the_same_stage(
+    env: Path, tmp_path: Path, workers: list[PreviewWorkerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "trainer.py"
+    script.write_text(TRAINER)
+    monkeypatch.setenv("REELFORGE_LORA_TRAINER_CMD", f"{sys.executable} {script} {{config}}")
+    monkeypatch.setenv("REELFORGE_LORA_FAMILY", "flux")
+    monkeypatch.setenv("REELFORGE_LORA_BASE_MODEL", "black-forest-labs/FLUX.1-dev")
+    sent = sum(w.stats.prompts_executed for w in workers)
+    result = await character_flow(name="Outside Person", variations=2, intro=False, **SMALL)
+    assert result.lora is not None and result.lora["family"] == "flux"
+    record = read_lora(LocalStore(env), result.slug)
+    assert record.training.trainer == "external" and record.base_model == "black-forest-labs/FLUX.1-dev"
+    assert "lora_train_external" in {r["stage"] for r in result.jobs}
+    assert "lora_train" not in {r["stage"] for r in result.jobs}
+    # base, 2 variations, 4 test images and the voice went to the workers; the training did not.
+    assert sum(w.stats.prompts_executed for w in workers) - sent == 8
