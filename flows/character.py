@@ -169,6 +169,7 @@ class _Run:
         self.index.refresh()
         if not any(m.entry.artifact_sha256 == sha256 for m in self.index.near(phash, 0)):
             self.index.add([PhashEntry.from_stage(hashed)])  # every hash ever stored, each artifact once
+        self.index.refresh()  # what other runs indexed meanwhile: the look comes after our own entry is stored
         # The same artifact from an earlier run of this spec is not a duplicate: it is this image.
         return [m for m in self.index.near(phash, radius) if m.entry.artifact_sha256 != sha256]
 
