@@ -32,6 +32,7 @@ from reelforge.preview.faults import Faults, saved_output_images
 from reelforge.preview.latency import LatencyProfile
 from reelforge.preview.registry import (
     ExecContext,
+    NodeClass,
     NodeInterrupted,
     NodeRegistry,
     NodeResult,
@@ -43,7 +44,10 @@ log = logging.getLogger(__name__)
 
 MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+BINARY_PREVIEW = 1  # BinaryEventTypes.PREVIEW_IMAGE (legacy clients)
 BINARY_TEXT = 3  # BinaryEventTypes.TEXT
+BINARY_PREVIEW_WITH_METADATA = 4  # BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA
+PREVIEW_FORMAT_PNG = 2  # the image format field of a legacy preview frame (1 = JPEG)
 
 QueueItem = tuple[Any, str, dict[str, Any], dict[str, Any], list[str]]
 
@@ -120,6 +124,13 @@ class MessageHub:
     def send_bytes(self, payload: bytes, sid: str | None = None) -> None:
         if self._queue is not None:
             self._queue.put_nowait((payload, sid))
+
+    def supports_preview_metadata(self, sid: str | None) -> bool:
+        """ComfyUI's ``feature_flags.supports_feature(..., "supports_preview_metadata")`` for one client."""
+        if sid is None:
+            return False
+        flags = self.metadata.get(sid, {}).get("feature_flags", {})
+        return isinstance(flags, dict) and flags.get("supports_preview_metadata") is True
 
     def call_threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the hub's event loop (from a node thread)."""
@@ -323,12 +334,33 @@ class _ProgressState:
 
 @dataclass
 class _CacheEntry:
-    outputs: tuple[Any, ...]
+    outputs: tuple[list[Any], ...]  # per output slot, the list of values (one per mapped call)
     ui: dict[str, Any] | None
 
 
+def _merge_results(cls: NodeClass, results: list[NodeResult]) -> tuple[tuple[list[Any], ...], dict[str, Any]]:
+    """ComfyUI's ``merge_result_data`` and UI merge: per slot, the calls' values (list outputs extended), and
+    each UI key's lists concatenated over the calls."""
+    slots = len(results[0].outputs)
+    is_list = cls.output_is_list + [False] * slots
+    outputs: list[list[Any]] = []
+    for i in range(slots):
+        merged: list[Any] = []
+        for r in results:
+            if is_list[i]:
+                merged.extend(r.outputs[i])
+            else:
+                merged.append(r.outputs[i])
+        outputs.append(merged)
+    uis = [r.ui for r in results if r.ui is not None]
+    ui: dict[str, Any] = {}
+    if uis:
+        ui = {k: [y for u in uis for y in u.get(k, [])] for k in uis[0]}
+    return tuple(outputs), ui
+
+
 class _NodeFailed(Exception):
-    def __init__(self, node_id: str, error: BaseException, inputs: dict[str, Any] | None) -> None:
+    def __init__(self, node_id: str, error: BaseException, inputs: dict[str, list[Any]] | None) -> None:
         super().__init__(str(error))
         self.node_id = node_id
         self.error = error
@@ -514,7 +546,7 @@ class Executor:
             embedded[node_id].setdefault("is_changed", value)
         wanted = set(signatures.values())
         self._cache = {sig: e for sig, e in self._cache.items() if sig in wanted}
-        values: dict[str, tuple[Any, ...]] = {}
+        values: dict[str, tuple[list[Any], ...]] = {}
         cached_nodes: list[str] = []
         for node_id in prompt:
             hit = self._cache.get(signatures.get(node_id, ""))
@@ -619,7 +651,7 @@ class Executor:
         extra_data: dict[str, Any],
         node_id: str,
         signature: str,
-        values: dict[str, tuple[Any, ...]],
+        values: dict[str, tuple[list[Any], ...]],
         progress: _ProgressState,
         to_run: int,
     ) -> None:
@@ -632,7 +664,7 @@ class Executor:
             self.on_crash()
             await asyncio.Event().wait()  # the crash cancels this task
         progress.start(node_id)
-        inputs: dict[str, Any] | None = None
+        inputs: dict[str, list[Any]] | None = None
         try:
             inputs = self._node_inputs(cls.schema, node.get("inputs", {}), values)
         except Exception as ex:
@@ -644,14 +676,35 @@ class Executor:
             )
         self._check_interrupt()  # ComfyUI's before_node_execution()
 
-        def report(value: float, total: float) -> None:
+        def report(value: float, total: float, png: bytes | None = None) -> None:
+            # ComfyUI's order: progress_state, the preview with metadata (clients that asked for it), progress,
+            # then the legacy preview frame for the other clients (main.py's hook, progress.py's handler).
             progress.update(node_id, value, total)
+            with_metadata = self.hub.supports_preview_metadata(client_id)
+            if png is not None and with_metadata:
+                meta = json.dumps(
+                    {
+                        "node_id": node_id,
+                        "prompt_id": prompt_id,
+                        "display_node_id": node_id,
+                        "parent_node_id": None,
+                        "real_node_id": node_id,
+                        "image_type": "image/png",
+                    }
+                ).encode()
+                self.hub.send_bytes(struct.pack(">II", BINARY_PREVIEW_WITH_METADATA, len(meta)) + meta + png, client_id)
             self.hub.send("progress", {"value": value, "max": total, "prompt_id": prompt_id, "node": node_id},
                           client_id)
+            if png is not None and not with_metadata:
+                self.hub.send_bytes(struct.pack(">II", BINARY_PREVIEW, PREVIEW_FORMAT_PNG) + png, client_id)
 
         def ctx_progress(value: float, total: float) -> None:  # runs in the node thread
             self._check_interrupt()
             self.hub.call_threadsafe(report, value, total)
+
+        def ctx_preview(value: float, total: float, png: bytes) -> None:  # runs in the node thread
+            self._check_interrupt()
+            self.hub.call_threadsafe(report, value, total, png)
 
         def ctx_send_text(text: str) -> None:  # runs in the node thread
             nid = node_id.encode()
@@ -666,25 +719,25 @@ class Executor:
             dirs=self.dirs,
             progress=ctx_progress,
             send_text=ctx_send_text,
+            preview=ctx_preview,
         )
         t0 = time.monotonic()
         try:
-            result = await asyncio.to_thread(cls.run, ctx, inputs)
+            results, first = await asyncio.to_thread(self._map_over_lists, cls, ctx, inputs)
         except NodeInterrupted:
             raise
-        except Exception as ex:
-            raise _NodeFailed(node_id, ex, inputs) from ex
-        if not isinstance(result, NodeResult):
-            raise _NodeFailed(node_id, TypeError(f"{cls.name} returned {type(result).__name__}"), inputs)
+        except _NodeFailed as failed:
+            raise _NodeFailed(node_id, failed.error, inputs) from failed.error
+        outputs, merged_ui = _merge_results(cls, results)
+        ui = merged_ui or None
         # The near_duplicate fault swaps saved images before anyone hears of them (faults.py).
-        saved = saved_output_images(self.dirs.output, result.ui)
+        saved = saved_output_images(self.dirs.output, ui)
         if saved and (swaps := self.faults.images_saved(saved)):
             await asyncio.to_thread(self.faults.write_near_duplicates, swaps)
-        timing = self.latency.plan(cls, inputs, to_run)
-        await self._pad(timing.seconds - (time.monotonic() - t0), timing.steps, report)
-        ui = result.ui or None
-        self._cache[signature] = _CacheEntry(tuple(result.outputs), ui)
-        values[node_id] = tuple(result.outputs)
+        timing = self.latency.plan(cls, first, to_run)
+        await self._pad(timing.seconds * len(results) - (time.monotonic() - t0), timing.steps, report)
+        self._cache[signature] = _CacheEntry(outputs, ui)
+        values[node_id] = outputs
         if ui and client_id is not None:
             self.hub.send(
                 "executed",
@@ -693,6 +746,32 @@ class Executor:
             )
         progress.finish(node_id)
         self.stats.nodes_executed += 1
+
+    def _map_over_lists(
+        self, cls: NodeClass, ctx: ExecContext, inputs: dict[str, list[Any]]
+    ) -> tuple[list[NodeResult], dict[str, Any]]:
+        """ComfyUI's ``_map_node_over_list``: one call per list item (the last item repeats for shorter lists),
+        or one call with the lists themselves for an INPUT_IS_LIST class. Returns the results and the first
+        call's inputs (what the latency model looks at). Runs in the node thread."""
+        if cls.input_is_list:
+            calls: list[dict[str, Any]] = [dict(inputs)]
+        else:
+            count = max((len(v) for v in inputs.values()), default=0)
+            calls = [{k: v[i if len(v) > i else -1] for k, v in inputs.items()} for i in range(count)] or [{}]
+        results: list[NodeResult] = []
+        for i, call in enumerate(calls):
+            if i:
+                self._check_interrupt()  # ComfyUI checks before each item of a mapped node
+            try:
+                result = cls.run(ctx, call)
+            except NodeInterrupted:
+                raise
+            except Exception as ex:
+                raise _NodeFailed(ctx.node_id, ex, None) from ex
+            if not isinstance(result, NodeResult):
+                raise _NodeFailed(ctx.node_id, TypeError(f"{cls.name} returned {type(result).__name__}"), None)
+            results.append(result)
+        return results, calls[0]
 
     async def _pad(self, seconds: float, steps: int, report: Callable[[float, float], None]) -> None:
         """Sleep the modelled remainder; with steps, report progress and honour interrupts per step."""
@@ -715,20 +794,22 @@ class Executor:
 
     @staticmethod
     def _node_inputs(
-        schema: dict[str, Any], raw: dict[str, Any], values: dict[str, tuple[Any, ...]]
-    ) -> dict[str, Any]:
+        schema: dict[str, Any], raw: dict[str, Any], values: dict[str, tuple[list[Any], ...]]
+    ) -> dict[str, list[Any]]:
+        """Each declared input as a list (ComfyUI's ``input_data_all``): a link gives the source slot's list of
+        values, a literal a one-item list."""
         declared = schema.get("input", {})
         names = set(declared.get("required", {}) or {}) | set(declared.get("optional", {}) or {})
-        inputs: dict[str, Any] = {}
+        inputs: dict[str, list[Any]] = {}
         for name, value in raw.items():
             if name not in names:
                 continue
             if is_link(value):
-                inputs[name] = values[value[0]][int(value[1])]
+                inputs[name] = list(values[value[0]][int(value[1])])
             elif isinstance(value, dict) and set(value) == {"__value__"}:
-                inputs[name] = value["__value__"]
+                inputs[name] = [value["__value__"]]
             else:
-                inputs[name] = value
+                inputs[name] = [value]
         return inputs
 
     def _error_data(
@@ -753,7 +834,7 @@ class Executor:
         ex = failure.error
         formatted: dict[str, Any] = {}
         if failure.inputs is not None:
-            formatted = {name: [format_value(v)] for name, v in failure.inputs.items()}
+            formatted = {name: [format_value(v) for v in items] for name, items in failure.inputs.items()}
         return {
             "prompt_id": prompt_id,
             "node_id": failure.node_id,

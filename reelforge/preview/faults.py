@@ -275,7 +275,12 @@ class Faults:
 
 
 def saved_output_images(output_dir: Path, ui: Mapping[str, Any] | None) -> list[Path]:
-    """The PNG files a node's UI result names in the output folder (``{"images": [{filename, subfolder, type}]}``)."""
+    """The PNG files a node's UI result names in the output folder (``{"images": [{filename, subfolder, type}]}``).
+
+    Animated results (SaveAnimatedPNG's APNG, ``"animated": [true]``) are not still images and are left alone.
+    """
+    if any((ui or {}).get("animated") or []):
+        return []
     images = (ui or {}).get("images") or []
     return [
         output_dir / str(image.get("subfolder") or "") / str(image["filename"])

@@ -56,6 +56,16 @@ GPU_SECONDS: dict[str, float] = {
     "ImageUpscaleWithModel": 1.2,  # 4x ESRGAN on a 1024x1024 image
     "ImageScaleBy": 0.05,
     "LoadImageTextSetFromFolderNode": 0.3,
+    "SaveAnimatedWEBP": 0.3,
+    "SaveAnimatedPNG": 0.3,
+    "SaveWEBM": 0.6,
+    "SaveAudioMP3": 0.1,
+    "SaveAudioOpus": 0.1,
+    "PreviewAudio": 0.08,
+    "SaveLatent": 0.02,
+    "VAEDecodeTiled": 0.4,
+    "VAEEncodeTiled": 0.2,
+    "EmptyLatentAudio": 0.001,
 }
 VIDEO_DECODE_SECONDS = 0.5
 GPU_SECONDS.update(
@@ -119,6 +129,8 @@ GPU_MODEL_SECONDS: dict[str, tuple[float, float]] = {
     "UpscaleModelLoader": (0.3, 0.001),
     "AudioEncoderLoader": (1.5, 0.001),  # wav2vec2-large, ~1.2 GB
     "IPAdapterUnifiedLoader": (2.5, 0.001),  # CLIP-ViT-H + IP-Adapter weights
+    "TripleCLIPLoader": (7.0, 0.001),  # clip_g + clip_l + t5xxl
+    "QuadrupleCLIPLoader": (9.0, 0.001),
 }
 DEFAULT_MODEL_SECONDS = (1.0, 0.001)
 
@@ -144,6 +156,8 @@ GPU_FAMILY_STEP_SECONDS: dict[str, tuple[float, int]] = {
     "ace_step": (0.05, 0),
 }
 
+FAMILY_STEP_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
+
 # Classes that report ProgressBar updates (and so can be interrupted between steps). TrainLoraNode has
 # steps but no progress hook in ComfyUI, so it is left out on purpose.
 PROGRESS_CLASSES = frozenset({"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"})
@@ -158,10 +172,19 @@ class NodeTiming:
 
 
 def _steps_input(inputs: dict[str, Any]) -> int:
+    """A sampler's steps: its ``steps`` input, or ``len(sigmas) - 1`` for the custom samplers."""
     value = inputs.get("steps")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0
+        sigmas = inputs.get("sigmas")
+        shape = getattr(sigmas, "shape", None)
+        return max(0, int(shape[0]) - 1) if shape else 0
     return max(0, int(value))
+
+
+def _sampler_model(inputs: dict[str, Any]) -> Any:
+    """The model a sampler runs: its ``model`` input, or the guider's (SamplerCustomAdvanced)."""
+    model = inputs.get("model")
+    return model if model is not None else getattr(inputs.get("guider"), "model", None)
 
 
 @dataclass
@@ -215,7 +238,25 @@ class LatencyProfile:
                 fresh = self._last_model.get(name) != model
                 self._last_model[name] = model
             return load if fresh else reuse
-        return GPU_SECONDS.get(name, DEFAULT_SECONDS)
+        return GPU_SECONDS.get(name, _category_seconds(node_class))
+
+
+# Classes without their own figure: partner API nodes wait for a remote service (seconds to minutes).
+API_IMAGE_SECONDS = 8.0
+API_VIDEO_SECONDS = 60.0
+API_OTHER_SECONDS = 5.0
+
+
+def _category_seconds(node_class: NodeClass) -> float:
+    """Time of a class without its own figure: an API node by what it returns, else ``DEFAULT_SECONDS``."""
+    if not node_class.schema.get("api_node"):
+        return DEFAULT_SECONDS
+    outputs = set(node_class.output_types)
+    if "VIDEO" in outputs:
+        return API_VIDEO_SECONDS
+    if "IMAGE" in outputs:
+        return API_IMAGE_SECONDS
+    return API_OTHER_SECONDS
 
 
 def _latent_shape(value: Any) -> tuple[int, ...]:
@@ -225,8 +266,8 @@ def _latent_shape(value: Any) -> tuple[int, ...]:
 
 def _step_seconds(name: str, inputs: dict[str, Any]) -> float:
     """Per-step time; samplers use their model family's figure, scaled by batch and latent area."""
-    family = getattr(inputs.get("model"), "family", "")
-    per_family = GPU_FAMILY_STEP_SECONDS.get(family) if name in ("KSampler", "KSamplerAdvanced") else None
+    family = getattr(_sampler_model(inputs), "family", "")
+    per_family = GPU_FAMILY_STEP_SECONDS.get(family) if name in FAMILY_STEP_CLASSES else None
     if per_family is None:
         return GPU_STEP_SECONDS[name]
     seconds, reference_pixels = per_family

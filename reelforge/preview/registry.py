@@ -72,6 +72,8 @@ class ExecContext:
     dirs: WorkerDirs
     progress: Callable[[float, float], None] = lambda value, total: None  # raises NodeInterrupted
     send_text: Callable[[str], None] = lambda text: None  # binary TEXT frame to all sockets
+    # A progress step carrying a PNG preview (ComfyUI's ProgressBar with a preview image); raises NodeInterrupted.
+    preview: Callable[[float, float, bytes], None] = lambda value, total, png: None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ class NodeClass:
     latency_key: str | None = None
     # Model file this node loads, as (folder, input name); drives "load vs reuse" latency.
     loads_model: tuple[str, str] | None = None
+    # ComfyUI's INPUT_IS_LIST (not visible in /object_info): ``run`` gets every input as a list, once.
+    input_is_list: bool = False
+    # True for classes run by the generic, output-type driven implementation (``nodes/generic.py``).
+    generic: bool = False
 
     @property
     def output_node(self) -> bool:
@@ -115,6 +121,12 @@ class NodeClass:
     @property
     def output_types(self) -> list[str]:
         return list(self.schema.get("output", []))
+
+    @property
+    def output_is_list(self) -> list[bool]:
+        """ComfyUI's OUTPUT_IS_LIST per output slot (a list output is extended, not appended, when merged)."""
+        flags = list(self.schema.get("output_is_list") or [])
+        return [bool(f) for f in flags] + [False] * (len(self.output_types) - len(flags))
 
     def input_spec(self, name: str) -> tuple[str, list[Any]] | None:
         """Return (section, spec) of an input: section is required | optional | hidden."""
@@ -166,7 +178,8 @@ class NodeRegistry:
 
 @cache
 def catalogue() -> dict[str, Any]:
-    """Schemas of every class the preview worker implements, copied from real /object_info answers."""
+    """Schemas of every class the preview worker runs: ComfyUI 0.3.64's whole ``/object_info`` (``core.json``)
+    plus the custom packs' classes (``custom_*.json``)."""
     merged: dict[str, Any] = {}
     folder = resources.files("reelforge.preview") / "catalogue"
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -190,6 +203,7 @@ def node(
     combos: CombosFn | None = None,
     latency_key: str | None = None,
     loads_model: tuple[str, str] | None = None,
+    input_is_list: bool = False,
 ) -> Callable[[RunFn], RunFn]:
     """Register a node implementation under ``name`` with its schema from the catalogue."""
 
@@ -208,6 +222,7 @@ def node(
                 combos=combos,
                 latency_key=latency_key,
                 loads_model=loads_model,
+                input_is_list=input_is_list,
             )
         )
         return fn
@@ -216,7 +231,7 @@ def node(
 
 
 def default_registry() -> NodeRegistry:
-    """The registry with every built-in node module imported."""
+    """The registry with every built-in node module imported and every other catalogue class run generically."""
     from reelforge.preview import nodes  # noqa: F401  (imports register the classes)
 
     return DEFAULT_REGISTRY

@@ -12,6 +12,10 @@ Contract between node modules (``nodes/*.py``) and renderers (``render/*.py``):
 - CONDITIONING = ``list[Cond]`` (ComfyUI: list of [tensor, dict]); ``Cond.text`` is the prompt.
 - LATENT = ``dict`` with ``samples`` (numpy array of the real shape) and ``recipe`` (``Recipe``).
 - CLIP_VISION_OUTPUT = ``VisionEmbedding``; AUDIO_ENCODER_OUTPUT = ``AudioEmbedding``.
+- The custom-sampler chain: NOISE = ``Noise``, SAMPLER = ``Sampler``, GUIDER = ``Guider``, SIGMAS = a 1-D float32
+  numpy array (ComfyUI: a tensor of ``steps + 1`` sigmas).
+- SVG = ``Svg``, MESH = ``Mesh``; every other type (HOOKS, STYLE_MODEL, LATENT_OPERATION, ...) = ``Token``, a
+  record of the node that made it and its widget values.
 
 Identity (docs/identity.md): a LoRA loaded by ``LoraLoader`` adds its ``Identity`` to ``Model.identities``; the
 image renderer draws the subject of the picture from it. An identity is either *learned* (a small RGB "card",
@@ -166,6 +170,58 @@ class Cond:
 
 
 @dataclass(frozen=True)
+class Noise:
+    """NOISE: ``RandomNoise`` (a seed) or ``DisableNoise`` (``enabled`` False)."""
+
+    seed: int = 0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """SAMPLER: the sampler's name (``KSamplerSelect``'s ``sampler_name``) and the options of a sampler node."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Guider:
+    """GUIDER: the model and conditioning a custom sampler denoises with (``BasicGuider``, ``CFGGuider``...)."""
+
+    model: Model | None
+    positive: tuple[Cond, ...] = ()
+    negative: tuple[Cond, ...] = ()
+    cfg: float = 1.0
+    kind: str = "basic"
+
+
+@dataclass(frozen=True)
+class Svg:
+    """SVG: one SVG document (UTF-8 bytes) per batch item."""
+
+    data: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """MESH: vertices ``[B, V, 3]`` float32 and triangle faces ``[B, F, 3]`` int32, as ComfyUI's ``MESH``."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+@dataclass(frozen=True)
+class Token:
+    """A value of a type the preview has no record for (HOOKS, STYLE_MODEL, ...): its type, the class that made
+    it and that node's widget values, so downstream placeholders can tell what the graph meant."""
+
+    type: str
+    node: str
+    recipe: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Recipe:
     """What a latent stands for; the decoder renders from it."""
 
@@ -195,10 +251,15 @@ def latent(samples: np.ndarray, recipe: Recipe) -> dict[str, Any]:
 
 
 def recipe_of(value: dict[str, Any]) -> Recipe:
-    """The recipe of a LATENT value; a latent from elsewhere (e.g. LoadLatent) becomes a plain image recipe."""
+    """The recipe of a LATENT value; a latent from elsewhere (e.g. LoadLatent) gets a plain recipe of its shape:
+    ``[B,C,T,H,W]`` a video (4x temporal compression), ``[B,C,L]`` or ``"type": "audio"`` audio, else an image."""
     recipe = value.get("recipe")
     if isinstance(recipe, Recipe):
         return recipe
     samples = np.asarray(value.get("samples"))
+    if value.get("type") == "audio" or samples.ndim == 3:
+        return Recipe(kind="audio")
     h, w = (samples.shape[-2] * 8, samples.shape[-1] * 8) if samples.ndim >= 2 else (64, 64)
+    if samples.ndim == 5:
+        return Recipe(kind="video", width=int(w), height=int(h), frames=(int(samples.shape[2]) - 1) * 4 + 1)
     return Recipe(kind="image", width=int(w), height=int(h))

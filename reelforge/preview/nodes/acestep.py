@@ -18,6 +18,7 @@ from reelforge.preview.render.audio import MUSIC_SAMPLE_RATE, render_music
 from reelforge.preview.values import Cond, Recipe, latent, recipe_of
 
 ACE_SAMPLES_PER_STEP = 512 * 8  # 4096 audio samples per latent step
+STABLE_AUDIO_SAMPLES_PER_STEP = 2048  # Stable Audio's latent [B, 64, L]: 2048 samples per step
 
 
 def ace_latent_length(seconds: float) -> int:
@@ -52,16 +53,19 @@ def empty_ace_step_latent_audio(ctx: ExecContext, inputs: dict[str, Any]) -> Nod
 
 
 def decode_music(samples: dict[str, Any]) -> dict[str, Any]:
-    """AUDIO for an ACE-Step LATENT: stereo 44.1 kHz, 4096 samples per latent step, one item per batch."""
+    """AUDIO for an audio LATENT: stereo 44.1 kHz, one item per batch; 4096 samples per latent step for
+    ACE-Step's ``[B,8,16,L]``, 2048 for Stable Audio's ``[B,64,L]``."""
     recipe = recipe_of(samples)
     array = np.asarray(samples["samples"])
-    if recipe.kind != "audio" or array.ndim != 4:
+    if recipe.kind != "audio" or array.ndim not in (3, 4):
         raise RuntimeError(
-            f"VAEDecodeAudio needs an audio latent [B,8,16,L], got a {recipe.kind} latent of shape {list(array.shape)}"
+            "VAEDecodeAudio needs an audio latent ([B,8,16,L] or [B,64,L]), "
+            f"got a {recipe.kind} latent of shape {list(array.shape)}"
         )
+    per_step = ACE_SAMPLES_PER_STEP if array.ndim == 4 else STABLE_AUDIO_SAMPLES_PER_STEP
     if recipe.seconds <= 0:
-        recipe = replace(recipe, seconds=array.shape[-1] * ACE_SAMPLES_PER_STEP / MUSIC_SAMPLE_RATE)
-    length = int(array.shape[-1]) * ACE_SAMPLES_PER_STEP
+        recipe = replace(recipe, seconds=array.shape[-1] * per_step / MUSIC_SAMPLE_RATE)
+    length = int(array.shape[-1]) * per_step
     tags = recipe.tags or recipe.prompt
     items = [
         render_music(recipe.seconds, tags, recipe.seed + b, MUSIC_SAMPLE_RATE, samples=length, lyrics=recipe.lyrics)[

@@ -371,3 +371,18 @@ def save_lora(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     finally:
         tmp.unlink(missing_ok=True)
     return NodeResult(outputs=(), ui=None)
+
+
+@node("LoraModelLoader")
+def lora_model_loader(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
+    """Apply a LORA_MODEL straight from TrainLoraNode (no file): its learned identity joins the model."""
+    model: Model = inputs["model"]
+    lora = inputs.get("lora")
+    strength = float(inputs.get("strength_model", 1.0))
+    if strength == 0:  # ComfyUI returns the model untouched
+        return NodeResult(outputs=(model,))
+    if isinstance(lora, LoraWeights):
+        name, identity = f"trained_lora_{lora.digest[:12]}", identity_from_metadata(lora.metadata)
+    else:
+        name, identity = "lora_model", None
+    return NodeResult(outputs=(model.with_lora(name, strength, identity),))
