@@ -212,7 +212,7 @@ async def character_flow(
     if voice is not None:
         prompts = prompts.model_copy(update={"voice": voice})
     flow_run_id = current_flow_run_id()
-    async with open_engine(settings) as engine, cancel_scope(engine.pool):
+    async with open_engine(settings) as engine, cancel_scope(engine.pool, shared=engine.borrowed):
         store = engine.store
         folder = character_prefix(spec.slug)
         await asyncio.to_thread(store.mark_abandoned, folder)

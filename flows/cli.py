@@ -108,8 +108,12 @@ def _validated(command: FlowCommand, values: Mapping[str, Any], source: Mapping[
     return model.model_dump()
 
 
-def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
-    """Add ``reelforge run <name>`` with one option per flow parameter, ``--spec`` and ``--json``."""
+def register(
+    name: str, flow: Flow[..., Any], summary: Summary, *, aliases: Mapping[str, str] | None = None
+) -> FlowCommand:
+    """Add ``reelforge run <name>`` with one option per flow parameter, ``--spec`` and ``--json``.
+
+    ``aliases``: a shorter option for a parameter (``{"character_type": "--type"}``), accepted beside its own."""
     command = FlowCommand(name, flow, summary, _parameters(flow))
     hints = command.params.model_fields
 
@@ -128,7 +132,7 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
             raise typer.Exit(EXIT_BAD_INPUT) from exc
         raise typer.Exit(execute(command, params, as_json=as_json))
 
-    parameters = [_cli_parameter(field, info) for field, info in hints.items()]
+    parameters = [_cli_parameter(field, info, (aliases or {}).get(field)) for field, info in hints.items()]
     parameters += [
         inspect.Parameter(
             "spec", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
@@ -146,15 +150,16 @@ def register(name: str, flow: Flow[..., Any], summary: Summary) -> FlowCommand:
     return command
 
 
-def _cli_parameter(field: str, info: FieldInfo) -> inspect.Parameter:
+def _cli_parameter(field: str, info: FieldInfo, alias: str | None = None) -> inspect.Parameter:
     """One option: ``--x/--no-x`` for a bool parameter, else ``--x VALUE`` (a string pydantic validates)."""
     if info.annotation is bool:
         option = typer.Option(
             None, f"{_option(field)}/--no-{field.replace('_', '-')}", help=_help(field, info), show_default=False
         )
         return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None)
+    names = [_option(field)] + ([alias] if alias else [])
     option = typer.Option(
-        None, _option(field), metavar=_metavar(info.annotation), help=_help(field, info), show_default=False
+        None, *names, metavar=_metavar(info.annotation), help=_help(field, info), show_default=False
     )
     return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None)
 
@@ -236,6 +241,7 @@ def _payload(command: FlowCommand, state: State[Any], result: Any) -> dict[str, 
             counts["cached" if row.get("status") == "cached" else "executed"] += 1
         data |= {
             "manifest_uri": dumped.get("manifest_uri"),
+            **({"summary_uri": dumped["summary_uri"]} if "summary_uri" in dumped else {}),
             "executed": dumped.get("executed"),
             "cached": dumped.get("cached"),
             "stages": by_kind,
@@ -278,6 +284,10 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
         result = asyncio.run(result)
     if state.is_completed():
         command.summary(result, out)
+    elif isinstance(result, BaseModel):  # a flow that ends Failed with its result (a batch with rows not made)
+        command.summary(result, out)
+        err.print(f"[red]{command.name} {(state.name or 'failed').lower()}:[/] {escape(state.message or '')}",
+                  highlight=False)
     else:
         err.print(f"[red]{command.name} {(state.name or 'failed').lower()}:[/] {result}", highlight=False)
     if as_json:
@@ -292,10 +302,12 @@ def main() -> None:
 
 
 def _register_flows() -> None:
+    from flows.batch import batch_flow, print_batch_summary
     from flows.character import character_flow, print_summary
 
     if not run_app.registered_commands:
         register("character", character_flow, print_summary)
+        register("batch", batch_flow, print_batch_summary, aliases={"character_type": "--type"})
 
 
 if __name__ == "__main__":

@@ -9,15 +9,21 @@ composition root), so a documented setting reaches every user of it::
 Opening checks what would otherwise fail late: debris of killed runs is swept (``/tmp/reelforge-job-<pid>-*``
 folders whose process is gone), the store is probed for writing (``StoreNotWritable`` names it), and the fleet
 needs at least one healthy worker within ``REELFORGE_WORKER_GRACE_S`` (``NoHealthyWorkers`` names each one).
+
+A batch opens one engine and runs its characters inside ``share_engine(engine)``: every ``open_engine()`` in
+that context (the character flows, as subflows) gets the same engine back, ``borrowed=True``, and does not
+close it, so routing, model affinity and admission see every character's jobs on one worker pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import dataclasses
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +36,7 @@ from reelforge.media.ffmpeg import ffmpeg_exe
 from reelforge.settings import Settings
 from reelforge.storage import ArtifactRef, ArtifactStore, open_store
 
-__all__ = ["Engine", "open_engine", "open_store_checked"]
+__all__ = ["Engine", "open_engine", "open_store_checked", "share_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class Engine:
     pool: WorkerPool
     cpu: CpuRunner
     lora_folder: SharedFolder | None = None  # the shared LoRA folder, when delivery is by folder
+    borrowed: bool = False  # handed out by share_engine: other runs use it too, its owner closes it
 
     def lora_delivery(self, ref: ArtifactRef) -> Delivery:
         """How the stored LoRA ``ref`` reaches the workers: the shared folder, else a fetch by signed URL."""
@@ -78,9 +85,29 @@ def sweep_job_dirs() -> list[Path]:
     return swept
 
 
+_SHARED: contextvars.ContextVar[Engine | None] = contextvars.ContextVar("reelforge_shared_engine", default=None)
+
+
+@contextlib.contextmanager
+def share_engine(engine: Engine) -> Iterator[None]:
+    """Within this context, ``open_engine()`` hands out ``engine`` (borrowed) instead of building one."""
+    token = _SHARED.set(dataclasses.replace(engine, borrowed=True))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 @contextlib.asynccontextmanager
 async def open_engine(settings: Settings | None = None, *, preview_root: Path | None = None) -> AsyncIterator[Engine]:
-    """Build everything from ``settings`` (read from the environment when omitted); close it all on exit."""
+    """Build everything from ``settings`` (read from the environment when omitted); close it all on exit.
+
+    Inside ``share_engine`` the shared engine is handed out instead (its settings win: one batch, one fleet).
+    """
+    borrowed = _SHARED.get()
+    if borrowed is not None:
+        yield borrowed
+        return
     settings = settings or Settings.load()
     await asyncio.to_thread(sweep_job_dirs)
     store = await open_store_checked(settings)

@@ -322,6 +322,27 @@ class CharacterSettings(_EnvSettings):
     identity_threshold: float | None = Field(default=None, gt=0, lt=1, description="overrides the scorer's threshold")
 
 
+class BatchSettings(_EnvSettings):
+    """Batches: how many characters at once, how big a CSV may be, what a character is estimated to cost."""
+
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_BATCH_", extra="ignore", hide_input_in_errors=True)
+
+    concurrency: int = Field(default=4, ge=1, le=1000, description="characters of one batch running at once")
+    max_bytes: int = Field(default=1 << 20, ge=1, description="the largest batch CSV, bytes")
+    max_rows: int = Field(default=10000, ge=1, description="the most rows (characters) one batch may have")
+    estimate_gpu_s: float = Field(
+        default=900.0, gt=0,
+        description="GPU seconds one character is estimated to take, for the budget until one has finished",
+    )
+    fan_out: Literal["subflow", "deployment"] = Field(
+        default="subflow",
+        description="each character as a subflow sharing this process's worker pool, or a run of a deployment",
+    )
+    character_deployment: str = Field(
+        default="reelforge-character/character", description="the deployment run per character with fan_out=deployment"
+    )
+
+
 class Settings(BaseModel):
     """Every system's settings, read once at start."""
 
@@ -332,10 +353,11 @@ class Settings(BaseModel):
     limits: LimitSettings
     llm: LLMSettings
     character: CharacterSettings = Field(default_factory=CharacterSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @classmethod
     def load(cls) -> Settings:
         return cls(
             workers=WorkerSettings(), store=StoreSettings(), limits=LimitSettings(), llm=LLMSettings(),
-            character=CharacterSettings(),
+            character=CharacterSettings(), batch=BatchSettings(),
         )

@@ -38,7 +38,16 @@ from reelforge.fleet import worker_clients
 from reelforge.settings import WorkerSettings
 from tasks.context import current_flow_run_id
 
-__all__ = ["CancelScope", "cancel_flow_run_prompts", "cancel_scope", "on_cancellation", "on_crashed"]
+__all__ = [
+    "CancelScope",
+    "cancel_flow_run_prompts",
+    "cancel_scope",
+    "child_flow_run_ids",
+    "on_batch_cancellation",
+    "on_batch_crashed",
+    "on_cancellation",
+    "on_crashed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +74,18 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return log
 
 
-async def _cleanup(pool: WorkerPool, scope: CancelScope, why: str) -> None:
+async def _cleanup(pool: WorkerPool, scope: CancelScope, why: str, shared: bool) -> None:
     logger = _logger()
-    pool.stop_dispatch(why)
+    if shared and scope.flow_run_id is not None:
+        pool.stop_dispatch(why, flow_run_id=scope.flow_run_id)  # the pool goes on serving the other runs
+    else:
+        pool.stop_dispatch(why)
     # A submit already under way when dispatch stopped may still land on a worker: let it, then remove it.
     await pool.submissions_settled(timeout=5.0)
     if scope.flow_run_id is None:
         logger.warning("cancel_scope: no flow run id; dispatch stopped but prompts on workers are left alone")
         return
-    if pool.ephemeral:
+    if pool.ephemeral and not shared:
         # Embedded preview workers stop with this process; after a SIGTERM their servers are already being torn
         # down with the event loop, so asking them would only wait for request timeouts.
         logger.warning("cancel_scope (%s): dispatch stopped; the embedded preview workers stop with this run", why)
@@ -83,7 +95,9 @@ async def _cleanup(pool: WorkerPool, scope: CancelScope, why: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def cancel_scope(pool: WorkerPool, *, flow_run_id: str | None = None) -> AsyncIterator[CancelScope]:
+async def cancel_scope(
+    pool: WorkerPool, *, flow_run_id: str | None = None, shared: bool = False
+) -> AsyncIterator[CancelScope]:
     """Around a flow body: on ANY exit by exception, stop the pool and cancel this flow run's prompts.
 
     Catches everything (``TerminationSignal`` from a cancel via the API, ``asyncio.CancelledError`` from a
@@ -91,6 +105,9 @@ async def cancel_scope(pool: WorkerPool, *, flow_run_id: str | None = None) -> A
     (``pool.stop_dispatch``), pending prompts of the run deleted and its running ones interrupted on every
     worker of the pool (``cancel_owned``), and the exception re-raised unchanged. The cleanup runs to its end
     even if the task is cancelled again meanwhile (bounded by ``CLEANUP_TIMEOUT_S``).
+
+    ``shared``: the pool serves other flow runs too (a batch's characters): only this run's jobs are stopped,
+    and its prompts are removed even from embedded preview workers, which live on for the others.
     """
     scope = CancelScope(flow_run_id=flow_run_id or current_flow_run_id())
     try:
@@ -99,7 +116,7 @@ async def cancel_scope(pool: WorkerPool, *, flow_run_id: str | None = None) -> A
         scope.exception = exc
         scope.caught_at = time.time()
         why = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        cleanup = asyncio.ensure_future(asyncio.wait_for(_cleanup(pool, scope, why), CLEANUP_TIMEOUT_S))
+        cleanup = asyncio.ensure_future(asyncio.wait_for(_cleanup(pool, scope, why, shared), CLEANUP_TIMEOUT_S))
         while not cleanup.done():
             try:
                 await asyncio.shield(cleanup)
@@ -155,3 +172,43 @@ async def on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
 async def on_crashed(flow: Any, flow_run: Any, state: Any) -> None:
     """``on_crashed`` hook: the flow process died (SIGKILL, OOM); its prompts may still be queued."""
     await _hook(flow_run, flow, state)
+
+
+async def child_flow_run_ids(flow_run_id: str) -> list[str]:
+    """The subflow runs of ``flow_run_id`` (a batch's characters), from the Prefect API."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)]))
+        )
+    return [str(r.id) for r in runs]
+
+
+async def _batch_hook(flow_run: Any, flow: Any, state: Any) -> None:
+    logger = flow_run_logger(flow_run=flow_run, flow=flow)
+    try:
+        children = await child_flow_run_ids(str(flow_run.id))
+    except Exception as err:  # the API may be busy; the children's own hooks and scopes still act
+        logger.error("batch cancel hook: cannot list the character runs: %s: %s", type(err).__name__, err)
+        children = []
+    logger.info("batch run %s entered %s: removing the prompts of its %d character run(s) from the workers",
+                flow_run.id, state.name, len(children))
+    for run_id in [str(flow_run.id), *children]:
+        try:
+            await cancel_flow_run_prompts(run_id, logger=logger)
+        except Exception as err:
+            logger.error("batch cancel hook (%s) failed: %s: %s", run_id, type(err).__name__, err)
+
+
+async def on_batch_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_cancellation`` of a batch: its own prompts and every character run's (its subflows)."""
+    await _batch_hook(flow_run, flow, state)
+
+
+async def on_batch_crashed(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_crashed`` of a batch: as ``on_batch_cancellation``."""
+    await _batch_hook(flow_run, flow, state)

@@ -7,6 +7,8 @@
 | ``reelforge.character.ready`` | ``reelforge.character.<slug>`` | a character version's manifest is written |
 | ``reelforge.character.lora_failed`` | ``reelforge.character.<slug>`` | its LoRA scored below the identity threshold |
 | ``reelforge.video.ready`` | ``reelforge.video.<slug>`` | a video is assembled and stored |
+| ``reelforge.batch.completed`` | ``reelforge.batch.<batch id>`` | a batch ended, every row made |
+| ``reelforge.batch.failed`` | ``reelforge.batch.<batch id>`` | a batch ended with rows failed, rejected or skipped |
 
 The flow run is attached as a related resource by Prefect itself (from the run context). A trigger such as
 ``{"expect": ["reelforge.character.ready"], "match": {"prefect.resource.id": "reelforge.character.*"}}`` starts
@@ -25,6 +27,8 @@ JOB_COMPLETED = "reelforge.job.completed"
 CHARACTER_READY = "reelforge.character.ready"
 CHARACTER_LORA_FAILED = "reelforge.character.lora_failed"
 VIDEO_READY = "reelforge.video.ready"
+BATCH_COMPLETED = "reelforge.batch.completed"
+BATCH_FAILED = "reelforge.batch.failed"
 
 
 def _related(kind: str, value: str, role: str) -> dict[str, str]:
@@ -117,4 +121,13 @@ def video_ready(slug: str, video: ArtifactRef, *, manifest: ArtifactRef | None =
         VIDEO_READY,
         resource={"prefect.resource.id": f"reelforge.video.{slug}", "prefect.resource.name": slug},
         payload=payload,
+    )
+
+
+def batch_finished(batch_id: str, summary: ArtifactRef, *, ok: bool, totals: dict[str, Any]) -> None:
+    """A batch ended: its summary's location and totals (rows, completed, failed, rejected, skipped, cost)."""
+    emit_event(
+        BATCH_COMPLETED if ok else BATCH_FAILED,
+        resource={"prefect.resource.id": f"reelforge.batch.{batch_id}", "prefect.resource.name": batch_id},
+        payload={"batch_id": batch_id, "summary_key": summary.key, "summary_uri": summary.uri, **totals},
     )

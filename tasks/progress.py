@@ -114,6 +114,11 @@ class FlowProgress:
 
         return on_progress
 
+    def job_step(self, job_id: str, step: Step) -> None:
+        """Where a running job is, when it is not a ComfyUI prompt (a batch's character runs)."""
+        self._running[job_id] = step
+        self._changed()
+
     def job_done(self, job_id: str) -> None:
         self._running.pop(job_id, None)
         self.done += 1

@@ -140,6 +140,7 @@ class _Ticket:
     requirement: Requirement
     future: asyncio.Future[_Worker]
     unavailable_since: float | None = None
+    run: str | None = None  # the flow run the job belongs to (a per-run stop fails only its tickets)
 
 
 def _client_name(client: ComfyClient) -> str:
@@ -201,6 +202,7 @@ class WorkerPool:
         self._refresh_lock = asyncio.Lock()
         self._refresh_generation = 0
         self._stopped: str | None = None  # why dispatch was stopped (None: running normally)
+        self._stopped_runs: dict[str, str] = {}  # flow run id -> why its jobs may not be submitted any more
         self._submitting = 0  # submit POSTs in flight
         self._no_submits = asyncio.Event()  # set while none is
         self._no_submits.set()
@@ -284,16 +286,28 @@ class WorkerPool:
         if self._owned_http is not None:
             await self._owned_http.aclose()
 
-    def stop_dispatch(self, reason: str = "the pool was stopped") -> None:
+    def stop_dispatch(self, reason: str = "the pool was stopped", *, flow_run_id: str | None = None) -> None:
         """Submit nothing more: jobs waiting for a slot, later ``run`` calls and failovers fail with
-        ``DispatchStopped``. Prompts already on workers are left alone (see ``cancel.cancel_owned``)."""
-        if self._stopped is None:
+        ``DispatchStopped``. Prompts already on workers are left alone (see ``cancel.cancel_owned``).
+
+        With ``flow_run_id``, only that flow run's jobs are stopped: the pool goes on serving the others (a
+        batch's characters share one pool, and one cancelled or failed character must not stop the rest)."""
+        if flow_run_id is not None:
+            self._stopped_runs.setdefault(flow_run_id, reason)
+            log.info("worker pool: dispatch stopped for flow run %s (%s)", flow_run_id, reason)
+        elif self._stopped is None:
             self._stopped = reason
             log.info("worker pool: dispatch stopped (%s)", reason)
-        for ticket in self._tickets:
-            if not ticket.future.done():
-                ticket.future.set_exception(DispatchStopped(self._stopped))
-        self._tickets.clear()
+        for ticket in list(self._tickets):
+            why = self._stop_reason(ticket.run)
+            if why is not None and not ticket.future.done():
+                ticket.future.set_exception(DispatchStopped(why))
+        self._tickets = [t for t in self._tickets if not t.future.done()]
+
+    def _stop_reason(self, run: str | None) -> str | None:
+        if self._stopped is not None:
+            return self._stopped
+        return self._stopped_runs.get(run) if run is not None else None
 
     @property
     def stopped(self) -> bool:
@@ -419,7 +433,7 @@ class WorkerPool:
         refreshed = False
         while True:
             try:
-                worker = await self._acquire(requirement, deadline)
+                worker = await self._acquire(requirement, deadline, owner.flow_run_id)
             except NoEligibleWorker:
                 # Model lists may be stale (a LoRA was just trained / copied): re-read them once.
                 if refreshed:
@@ -471,8 +485,9 @@ class WorkerPool:
                     self._mark_unhealthy(worker, err)
                     raise
             try:
-                if self._stopped is not None:
-                    raise DispatchStopped(self._stopped, worker=worker.name)
+                stopped = self._stop_reason(owner.flow_run_id)
+                if stopped is not None:
+                    raise DispatchStopped(stopped, worker=worker.name)
                 self._submitting += 1
                 self._no_submits.clear()
                 try:
@@ -529,13 +544,14 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ slots and the FIFO dispatcher
 
-    async def _acquire(self, requirement: Requirement, deadline: float | None) -> _Worker:
+    async def _acquire(self, requirement: Requirement, deadline: float | None, run: str | None = None) -> _Worker:
         """Wait (first come, first served) for a slot on a worker that can run ``requirement``."""
         if self._closed:
             raise NoWorkerAvailable("the worker pool is closed")
-        if self._stopped is not None:
-            raise DispatchStopped(self._stopped)
-        ticket = _Ticket(requirement, asyncio.get_running_loop().create_future())
+        stopped = self._stop_reason(run)
+        if stopped is not None:
+            raise DispatchStopped(stopped)
+        ticket = _Ticket(requirement, asyncio.get_running_loop().create_future(), run=run)
         self._tickets.append(ticket)
         self._dispatch()
         try:

@@ -163,3 +163,18 @@ def version_prefix(prefix: str, version: int, marker: str = "v") -> str:
     if version_number(segment, marker) is None:
         raise UnsafeKey(f"version marker {marker!r} does not make a version segment")
     return check_key(f"{folder}/{segment}" if folder else segment) + "/"
+
+
+def name_claim_key(slug: str) -> str:
+    """``names/<slug>.json``: the claim on a character name (one owner across every batch)."""
+    return check_key(_checked_slug_key("names", slug) + ".json")
+
+
+def batch_key(batch_id: str, filename: str) -> str:
+    """``batches/<batch id>/<filename>`` (the summary, the plan, the group record of one batch run)."""
+    return check_key(f"{_checked_slug_key('batches', batch_id)}/{_filename(filename)}")
+
+
+def group_key(group_slug: str, batch_id: str) -> str:
+    """``groups/<group slug>/<batch id>.json``: a group's record as one batch made it."""
+    return check_key(_checked_slug_key("groups", group_slug, batch_id) + ".json")
