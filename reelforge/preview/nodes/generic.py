@@ -47,6 +47,7 @@ from reelforge.preview.registry import (
     NodeRegistry,
     NodeResult,
     RunFn,
+    ValidateFn,
     Video,
     WorkerDirs,
     catalogue,
@@ -100,6 +101,7 @@ DEFAULT_VIDEO_LATENT = (16, 8, 4)  # Wan / Hunyuan video, the common case
 
 _PROMPT_WORDS = ("text", "prompt", "clip_l", "clip_g", "t5xxl", "llama", "tags", "lyrics", "caption", "string")
 _SIZE_RE = re.compile(r"(\d{2,5})\s*[x×*]\s*(\d{2,5})")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*s\b")
 _RATIO_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)")
 
 
@@ -361,6 +363,9 @@ def _video_placeholder(view: NodeView) -> Video:
     frames = view.number("length", "frames", "num_frames", "frame_count")
     if frames is None:
         seconds = view.number("duration", "duration_seconds", "seconds")
+        if seconds is None:  # a mode such as Kling's "standard mode / 5s duration / kling-v1-6"
+            found = (_DURATION_RE.search(v) for _n, v in view.literals() if isinstance(v, str) and "duration" in v)
+            seconds = next((float(m.group(1)) for m in found if m), None)
         frames = (seconds if seconds is not None else 2.0) * fps
     total = max(1, min(100_000, round(frames)))
     width, height = view.size() or view.input_size() or (640, 360)
@@ -651,16 +656,55 @@ def _combos_for(name: str) -> CombosFn | None:
     return combos
 
 
+def _aspect_ratio(dirs: WorkerDirs, inputs: dict[str, Any]) -> str | bool:
+    """FluxProUltraImageNode's validate_inputs (``validate_aspect_ratio`` between 1:4 and 4:1)."""
+    value = str(inputs.get("aspect_ratio"))
+    numbers = value.split(":")
+    if len(numbers) != 2:
+        return f"Aspect ratio must be in the format X:Y, such as 16:9, but was {value}."
+    try:
+        ratio = int(numbers[0]) / int(numbers[1])
+    except ValueError:
+        return f"Aspect ratio must contain numbers separated by ':', such as 16:9, but was {value}."
+    except ZeroDivisionError:
+        return "division by zero"
+    if ratio < 1 / 4:
+        return f"Aspect ratio cannot reduce to any less than 1:4 ({1 / 4}), but was {value} ({ratio})."
+    if ratio > 4:
+        return f"Aspect ratio cannot reduce to any greater than 4:1 ({4.0}), but was {value} ({ratio})."
+    return True
+
+
+_CAMERA_INPUTS = ("horizontal_movement", "vertical_movement", "pan", "tilt", "roll", "zoom")
+
+
+def _camera_controls(dirs: WorkerDirs, inputs: dict[str, Any]) -> str | bool:
+    """KlingCameraControls' validate_inputs: at least one movement must be non-zero."""
+    if any(not math.isclose(float(inputs.get(n) or 0.0), 0.0) for n in _CAMERA_INPUTS):
+        return True
+    return "Invalid camera control configs: at least one of the values must be non-zero"
+
+
+# Generic classes with a validate_inputs of their own in ComfyUI 0.3.64 (their inputs skip the built-in checks).
+VALIDATORS: dict[str, tuple[frozenset[str], ValidateFn]] = {
+    "FluxProUltraImageNode": (frozenset({"aspect_ratio"}), _aspect_ratio),
+    "KlingCameraControls": (frozenset(_CAMERA_INPUTS), _camera_controls),
+}
+
+
 def generic_class(name: str, schema: dict[str, Any]) -> NodeClass:
     """The generic implementation of one catalogue class."""
     model_inputs = sorted(_model_inputs(name).items())
     loads = (model_inputs[0][1], model_inputs[0][0][1]) if model_inputs else None
+    validated, validate = VALIDATORS.get(name, (frozenset(), None))
     return NodeClass(
         name=name,
         schema=schema,
         run=generic_run(name, schema),
         combos=_combos_for(name),
         loads_model=loads,
+        validate_inputs=validate,
+        validated_inputs=validated,
         generic=True,
     )
 

@@ -22,6 +22,8 @@ Files are named ``<prefix>_<counter:05>_.<ext>`` (``naming.py``) and carry the p
 
 from __future__ import annotations
 
+import ast
+import base64
 import dataclasses
 import datetime
 import json
@@ -52,7 +54,7 @@ from reelforge.preview.nodes.audio import encode_audio_file, file_metadata
 from reelforge.preview.nodes.generic import NodeView, tetrahedron
 from reelforge.preview.nodes.image import _TEMP_LETTERS, save_images
 from reelforge.preview.registry import ExecContext, NodeResult, WorkerDirs, catalogue, node
-from reelforge.preview.values import Clip, Mesh, Model, Recipe, Svg, Vae, latent, recipe_of
+from reelforge.preview.values import Clip, Identity, Mesh, Model, Recipe, Svg, Vae, latent, recipe_of
 
 # -- animated images --------------------------------------------------------------------------------------
 
@@ -234,36 +236,55 @@ def save_webm(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
 # -- latents ----------------------------------------------------------------------------------------------
 
 RECIPE_METADATA_KEY = "reelforge_recipe"
+RECIPE_ARRAYS = ("start_image", "end_image")  # Recipe fields saved as extra tensors
+RECIPE_EXTRA_ARRAYS = ("control_image", "start_images")  # Recipe.extras entries saved as extra tensors
 
 
-def _recipe_json(recipe: Recipe) -> str:
-    """What a saved latent stands for, so a LoadLatent -> VAEDecode on the preview shows the same picture."""
+def recipe_record(recipe: Recipe) -> tuple[str, dict[str, np.ndarray]]:
+    """What a saved latent stands for (JSON) and its pictures (tensors), so LoadLatent -> VAEDecode on the
+    preview shows the picture the graph that saved it would have shown. Patches are kept as Python literals."""
     model = recipe.model
-    return json.dumps(
-        {
-            "kind": recipe.kind, "width": recipe.width, "height": recipe.height, "frames": recipe.frames,
-            "seconds": recipe.seconds, "prompt": recipe.prompt, "negative": recipe.negative, "seed": recipe.seed,
-            "steps": recipe.steps, "denoise": recipe.denoise, "tags": recipe.tags, "lyrics": recipe.lyrics,
-            "model": None if model is None else {"name": model.name, "family": model.family,
-                                                 "loras": [list(x) for x in model.loras]},
-        }
-    )
+    record = {
+        "kind": recipe.kind, "width": recipe.width, "height": recipe.height, "frames": recipe.frames,
+        "seconds": recipe.seconds, "prompt": recipe.prompt, "negative": recipe.negative, "seed": recipe.seed,
+        "steps": recipe.steps, "denoise": recipe.denoise, "tags": recipe.tags, "lyrics": recipe.lyrics,
+        "control": [list(c) for c in recipe.control],
+        "extras": {k: v for k, v in recipe.extras.items() if isinstance(v, (str, int, float, bool))},
+        "model": None if model is None else {
+            "name": model.name, "family": model.family, "loras": [list(x) for x in model.loras],
+            "patches": repr(model.patches), "ipadapter": repr(model.ipadapter),
+            "identities": [[i.key, base64.b64encode(i.card).decode("ascii"), s] for i, s in model.identities],
+        },
+    }
+    arrays = {f"reelforge.{k}": getattr(recipe, k) for k in RECIPE_ARRAYS if getattr(recipe, k) is not None}
+    arrays.update({f"reelforge.extras.{k}": recipe.extras[k] for k in RECIPE_EXTRA_ARRAYS
+                   if isinstance(recipe.extras.get(k), np.ndarray)})
+    return json.dumps(record), {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
 
 
-def _recipe_from_json(text: str | None) -> Recipe | None:
+def recipe_from_record(text: str | None, tensors: dict[str, np.ndarray]) -> Recipe | None:
+    """The Recipe a preview-saved latent carries; None for a latent from elsewhere (or a damaged record)."""
     try:
         data = json.loads(text or "")
-        model = data.get("model")
+        m = data.get("model")
+        model = None if not m else Model(
+            str(m["name"]), str(m["family"]), tuple((str(n), float(v)) for n, v in m["loras"]),
+            patches=ast.literal_eval(m["patches"]), ipadapter=ast.literal_eval(m["ipadapter"]),
+            identities=tuple((Identity(str(k), base64.b64decode(c)), float(v)) for k, c, v in m["identities"]),
+        )
+        extras: dict[str, Any] = dict(data["extras"])
+        extras.update({k: tensors[f"reelforge.extras.{k}"] for k in RECIPE_EXTRA_ARRAYS
+                       if f"reelforge.extras.{k}" in tensors})
         return Recipe(
             kind=data["kind"], width=int(data["width"]), height=int(data["height"]), frames=int(data["frames"]),
             seconds=float(data["seconds"]), prompt=str(data["prompt"]), negative=str(data["negative"]),
             seed=int(data["seed"]), steps=int(data["steps"]), denoise=float(data["denoise"]),
-            tags=str(data["tags"]), lyrics=str(data["lyrics"]),
-            model=None if not model else Model(
-                str(model["name"]), str(model["family"]), tuple((str(n), float(s)) for n, s in model["loras"])
-            ),
+            tags=str(data["tags"]), lyrics=str(data["lyrics"]), model=model,
+            control=tuple((str(n), float(v)) for n, v in data["control"]),
+            start_image=tensors.get("reelforge.start_image"), end_image=tensors.get("reelforge.end_image"),
+            extras=extras,
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, SyntaxError):
         return None
 
 
@@ -276,10 +297,12 @@ def save_latent(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     metadata = {"prompt": json.dumps(ctx.prompt) if ctx.prompt is not None else ""}
     for key in ctx.extra_pnginfo or {}:
         metadata[key] = json.dumps((ctx.extra_pnginfo or {})[key])
-    metadata[RECIPE_METADATA_KEY] = _recipe_json(recipe_of(samples))
+    record, arrays = recipe_record(recipe_of(samples))
+    metadata[RECIPE_METADATA_KEY] = record
     tensors = {
         "latent_tensor": np.ascontiguousarray(np.asarray(samples["samples"], dtype=np.float32)),
         "latent_format_version_0": np.zeros((0,), dtype=np.float32),
+        **arrays,  # ComfyUI's LoadLatent reads latent_tensor only: the preview's extras do not disturb it
     }
     save_file(tensors, str(path), metadata=metadata)
     return NodeResult(ui={"latents": [{"filename": filename, "subfolder": subfolder, "type": "output"}]})
@@ -317,7 +340,7 @@ def load_latent(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     # Files from before the version marker were stored scaled by SD's 0.18215 (ComfyUI's rule).
     multiplier = 1.0 if "latent_format_version_0" in tensors else 1.0 / 0.18215
     samples = np.asarray(tensors["latent_tensor"], dtype=np.float32) * np.float32(multiplier)
-    recipe = _recipe_from_json(_safetensors_metadata(path).get(RECIPE_METADATA_KEY))
+    recipe = recipe_from_record(_safetensors_metadata(path).get(RECIPE_METADATA_KEY), tensors)
     return NodeResult(outputs=(latent(samples, recipe) if recipe is not None else {"samples": samples},))
 
 
