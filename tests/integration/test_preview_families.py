@@ -292,6 +292,22 @@ async def test_sd35_with_triple_clip_and_a_saved_latent(worker: PreviewWorker, h
     assert np.array_equal(np.asarray(reloaded), np.asarray(picture))
 
 
+async def test_sdxl_hires_fix_upscales_the_latent(worker: PreviewWorker, http: aiohttp.ClientSession) -> None:
+    graph = sdxl_controlnet_graph("a dancer on a rooftop", "unused.png")
+    for gone in ("4", "5", "6", "7", "12"):
+        del graph[gone]
+    graph["9"]["inputs"].update(positive=["2", 0], negative=["3", 0])
+    graph["13"] = {"class_type": "LatentUpscaleBy", "inputs": {
+        "samples": ["9", 0], "upscale_method": "nearest-exact", "scale_by": 1.5}}
+    graph["14"] = {"class_type": "KSampler", "inputs": {
+        "seed": 3, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.5,
+        "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["13", 0]}}
+    graph["10"]["inputs"]["samples"] = ["14", 0]
+    validates_on_real_comfyui(graph)
+    entry, _ = await run(http, worker, graph)
+    assert Image.open(path_of(worker, entry["outputs"]["11"]["images"][0])).size == (576, 384)
+
+
 async def test_sdxl_with_controlnet(worker: PreviewWorker, http: aiohttp.ClientSession) -> None:
     hint = await upload(http, worker, "pose.png", (200, 120))
     graph = sdxl_controlnet_graph("a dancer on a rooftop", hint)

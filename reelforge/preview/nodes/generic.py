@@ -96,6 +96,8 @@ LATENT_FORMATS: dict[str, tuple[int, int, int]] = {
     "EmptyChromaRadianceLatentImage": (3, 1, 0),
     "EmptyLatentHunyuan3Dv2": (64, 1, 0),
 }
+# Classes whose video latent keeps one image latent per frame in the batch dimension: the frame-count input.
+FRAMES_AS_BATCH = {"SVD_img2vid_Conditioning": "video_frames"}
 DEFAULT_IMAGE_LATENT = (4, 8, 0)
 DEFAULT_VIDEO_LATENT = (16, 8, 4)  # Wan / Hunyuan video, the common case
 
@@ -311,8 +313,15 @@ def _image_size(view: NodeView) -> tuple[int, int]:
 def _latent_placeholder(view: NodeView, ctx: ExecContext) -> dict[str, Any]:
     pixels = view.images()
     vae = view.first("VAE")
+    if view.name in FRAMES_AS_BATCH:  # SVD: one image latent per frame, in the batch dimension
+        frames = int(view.number(FRAMES_AS_BATCH[view.name]) or 1)
+        width, height = view.size() or view.input_size() or DEFAULT_SIZE
+        start = fit_image(pixels[0], int(width), int(height)) if pixels is not None else None
+        samples = np.zeros((frames, 4, int(height) // 8, int(width) // 8), dtype=np.float32)
+        return latent(samples, Recipe(kind="image", width=int(width) // 8 * 8, height=int(height) // 8 * 8,
+                                      start_image=start))
     length = view.number("length", "frames", "num_frames", "video_frames", "frame_count")
-    if pixels is not None and isinstance(vae, Vae) and length is None:
+    if pixels is not None and isinstance(vae, Vae) and length is None and view.size() is None:
         # an image encoder (VAEEncodeTiled, InpaintModelConditioning...): what VAEEncode makes
         from reelforge.preview.nodes.sampling import vae_encode
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -239,6 +240,53 @@ def latent_from_batch(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     return NodeResult(outputs=(_with_samples(s, a[index : index + length].copy()),))
 
 
+def _resize_latent(value: dict[str, Any], width: int, height: int) -> dict[str, Any]:
+    """A latent resized to ``width x height`` latent cells (nearest cells of the placeholder samples)."""
+    a = np.asarray(value["samples"], dtype=np.float32)
+    rows = np.minimum((np.arange(height) * a.shape[-2]) // max(1, height), a.shape[-2] - 1)
+    cols = np.minimum((np.arange(width) * a.shape[-1]) // max(1, width), a.shape[-1] - 1)
+    samples = a[..., rows, :][..., cols]
+    recipe = replace(recipe_of(value), width=width * 8, height=height * 8)
+    return _with_samples(value, np.ascontiguousarray(samples), recipe)
+
+
+@node("LatentUpscale")
+def latent_upscale(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
+    s = inputs["samples"]
+    a = np.asarray(s["samples"])
+    width, height = int(inputs.get("width", 512)), int(inputs.get("height", 512))
+    if width == 0 and height == 0:
+        return NodeResult(outputs=(s,))
+    if width == 0:
+        height = max(64, height)
+        width = max(64, round(a.shape[-1] * height / a.shape[-2]))
+    elif height == 0:
+        width = max(64, width)
+        height = max(64, round(a.shape[-2] * width / a.shape[-1]))
+    else:
+        width, height = max(64, width), max(64, height)
+    return NodeResult(outputs=(_resize_latent(s, width // 8, height // 8),))
+
+
+@node("LatentUpscaleBy")
+def latent_upscale_by(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
+    s = inputs["samples"]
+    a = np.asarray(s["samples"])
+    scale = float(inputs.get("scale_by", 1.5))
+    return NodeResult(outputs=(_resize_latent(s, round(a.shape[-1] * scale), round(a.shape[-2] * scale)),))
+
+
+@node("LatentCrop")
+def latent_crop(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
+    s = inputs["samples"]
+    a = np.asarray(s["samples"], dtype=np.float32)
+    x, y = int(inputs.get("x", 0)) // 8, int(inputs.get("y", 0)) // 8
+    w, h = int(inputs.get("width", 512)) // 8, int(inputs.get("height", 512)) // 8
+    cropped = a[..., y : y + h, x : x + w].copy()
+    recipe = replace(recipe_of(s), width=int(cropped.shape[-1]) * 8, height=int(cropped.shape[-2]) * 8)
+    return NodeResult(outputs=(_with_samples(s, cropped, recipe),))
+
+
 @node("TrimVideoLatent")
 def trim_video_latent(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     s = inputs["samples"]
@@ -247,7 +295,7 @@ def trim_video_latent(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     trimmed = a[:, :, trim:].copy()
     recipe = recipe_of(s)
     if recipe.kind == "video" and a.ndim == 5:  # Wan's 4x temporal compression, the first frame alone
-        recipe = Recipe(**{**recipe.__dict__, "frames": max(1, (int(trimmed.shape[2]) - 1) * 4 + 1)})
+        recipe = replace(recipe, frames=max(1, (int(trimmed.shape[2]) - 1) * 4 + 1))
     return NodeResult(outputs=(_with_samples(s, trimmed, recipe),))
 
 
