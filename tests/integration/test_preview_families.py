@@ -319,7 +319,7 @@ async def test_sdxl_with_controlnet(worker: PreviewWorker, http: aiohttp.ClientS
     canny = np.asarray(Image.open(path_of(worker, entry["outputs"]["12"]["images"][0])).convert("RGB"))
     source = np.asarray(Image.open(worker.dirs.input / hint).convert("RGB"))
     assert canny.shape == source.shape
-    assert np.array_equal(canny[:60], source[:60]) and not np.array_equal(canny[-13:, :40], source[-13:, :40])
+    assert np.array_equal(canny[20:], source[20:]) and not np.array_equal(canny[:12, -40:], source[:12, -40:])
     # The same graph without the ControlNet gives another picture: the control reaches the sampler.
     plain = sdxl_controlnet_graph("a dancer on a rooftop", hint)
     plain["9"]["inputs"].update(positive=["2", 0], negative=["3", 0])

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from reelforge.comfy.graph import MODEL_INPUTS
 from reelforge.preview.modelfiles import listed, resolve
+from reelforge.preview.nodes._common import to_uint8
 from reelforge.preview.nodes.image import resize_images
 from reelforge.preview.nodes.loaders import model_family, upscale_factor
 from reelforge.preview.nodes.sampling import decode, patch_model, vae_channels
@@ -53,7 +54,7 @@ from reelforge.preview.registry import (
     catalogue,
 )
 from reelforge.preview.render.audio import render_music
-from reelforge.preview.render.image import render_image
+from reelforge.preview.render.image import font, render_image
 from reelforge.preview.render.video import fit_image
 from reelforge.preview.values import (
     AudioEmbedding,
@@ -81,7 +82,7 @@ PLAIN_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pt2", ".pth", ".bin", ".sft", ".gguf", ".pkl")
 DEFAULT_SIZE = (512, 512)
 RENDER_PIXELS = 256 * 256  # placeholders are drawn at most this big, then scaled (text stays legible)
-STILL_VIDEO_VALUES = 32 * 1024 * 1024  # above this many floats a placeholder video repeats one frame (a view)
+STILL_VIDEO_VALUES = 4 * 1024 * 1024  # above this many floats a placeholder video repeats one frame (a view)
 
 # Model-file inputs of classes without their own loader (besides comfy.graph.MODEL_INPUTS).
 EXTRA_MODEL_INPUTS: dict[tuple[str, str], str] = {("DiffusersLoader", "model_path"): "diffusers"}
@@ -261,32 +262,36 @@ def _model_inputs(class_name: str) -> dict[tuple[str, str], str]:
 
 
 @cache
-def _label(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(alpha [h,w], white-on-dark RGB [h,w,3]) of a small label, drawn once per text."""
-    font = ImageFont.load_default()
-    width = int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(text, font=font)) + 6
-    height = 13
-    alpha = Image.new("L", (width, height), 150)
-    rgb = Image.new("RGB", (width, height), (16, 16, 16))
-    ImageDraw.Draw(rgb).text((3, 1), text, fill=(255, 255, 255), font=font)
-    ImageDraw.Draw(alpha).text((3, 1), text, fill=255, font=font)
+def _label(text: str, size: int, min_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(alpha [h,w], white-on-dark RGB [h,w,3]) of a label ``size`` pixels high, drawn once per text and size.
+
+    At least ``min_width`` wide and opaque, so a later filter's label covers an earlier one cleanly."""
+    f = font(max(8, size - 4))
+    width = max(min_width, int(f.getlength(text)) + 2 * (size // 4 + 2))
+    alpha = Image.new("L", (width, size), 255)
+    rgb = Image.new("RGB", (width, size), (16, 16, 16))
+    ImageDraw.Draw(rgb).text((size // 4 + 2, size // 2), text, fill=(255, 255, 255), font=f, anchor="lm")
     return np.asarray(alpha, dtype=np.float32) / 255.0, np.asarray(rgb, dtype=np.float32) / 255.0
 
 
 def mark(images: np.ndarray, text: str) -> np.ndarray:
-    """A copy of an IMAGE batch ``[B,H,W,C]`` with ``text`` in its bottom-left corner (what a filter did)."""
+    """A copy of an IMAGE batch ``[B,H,W,C]`` with ``text`` in its top-right corner (what a filter did).
+
+    Top right, because the placeholder pictures keep the prompt top left and their footer bottom left; a later
+    filter's mark replaces an earlier one.
+    """
     data = np.asarray(images, dtype=np.float32)
     if data.ndim != 4 or data.shape[1] < 4 or data.shape[2] < 4:
         return np.array(data, dtype=np.float32, copy=True)
     if data.shape[0] > 1 and data.strides[0] == 0:  # a still video (one frame repeated): mark it once
         return np.broadcast_to(mark(data[:1], text), data.shape)
     out = np.array(data, dtype=np.float32, copy=True)
-    alpha, rgb = _label(text)
+    alpha, rgb = _label(text, max(12, min(out.shape[1], out.shape[2]) // 24), out.shape[2] // 3)
     h, w = min(alpha.shape[0], out.shape[1]), min(alpha.shape[1], out.shape[2])
-    a = alpha[:h, :w, None]
-    region = out[:, out.shape[1] - h :, :w, :]
+    a = alpha[:h, alpha.shape[1] - w :, None]
+    region = out[:, :h, out.shape[2] - w :, :]
     channels = min(3, region.shape[-1])
-    colour = rgb[:h, :w, :channels] if channels == 3 else rgb[:h, :w, :1]
+    colour = rgb[:h, rgb.shape[1] - w :, :channels] if channels == 3 else rgb[:h, rgb.shape[1] - w :, :1]
     region[..., :channels] = region[..., :channels] * (1 - a) + colour * a
     return out
 
@@ -299,10 +304,13 @@ def placeholder_image(width: int, height: int, *, prompt: str, negative: str, se
     scale = min(1.0, math.sqrt(RENDER_PIXELS / max(1, width * height)))
     rw, rh = max(8, round(width * scale)), max(8, round(height * scale))
     recipe = Recipe(kind="image", width=rw, height=rh, prompt=prompt, negative=negative, seed=seed)
-    frames = np.stack([render_image(recipe, b) for b in range(batch)]).astype(np.float32)
-    if (rw, rh) != (width, height):
-        frames = resize_images(frames, width, height, "bilinear")
-    return np.clip(frames, 0.0, 1.0).astype(np.float32)
+    frames: list[np.ndarray] = [render_image(recipe, b) for b in range(batch)]
+    if (rw, rh) != (width, height):  # through 8-bit RGB: Pillow scales that an order faster than float planes
+        big = [Image.fromarray(to_uint8(f)).resize((width, height), Image.Resampling.BILINEAR) for f in frames]
+        scaled: np.ndarray = np.stack([np.asarray(b) for b in big]).astype(np.float32) / np.float32(255.0)
+        return scaled
+    out: np.ndarray = np.clip(np.stack(frames), 0.0, 1.0).astype(np.float32)
+    return out
 
 
 def _image_size(view: NodeView) -> tuple[int, int]:
