@@ -23,8 +23,8 @@ from typing import Annotated, Any
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
-from prefect.context import FlowRunContext
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 from rich.console import Console
@@ -33,9 +33,9 @@ from rich.table import Table
 
 from flows.character import CharacterResult, character_flow
 from reelforge.batch import BatchSummary, Budget, NameClaims, RowOutcome, read_source, resolve_names
-from reelforge.characters.batch import BatchFileError, BatchPlan, BatchRow, Composition, generate, read_csv
-from reelforge.characters.types import UnknownType
+from reelforge.characters import BatchFileError, BatchPlan, BatchRow, Composition, UnknownType, generate, read_csv
 from reelforge.engine import Engine, open_engine, share_engine
+from reelforge.errors import InputRejected
 from reelforge.hashing import sha256_bytes
 from reelforge.settings import Settings
 from reelforge.storage import (
@@ -73,7 +73,7 @@ def _plan(
     limits = settings.batch
     if csv is not None:
         if character_type is not None or count is not None or group is not None or composition is not None:
-            raise ValueError("csv: give either a CSV or character_type/count/group/composition, not both")
+            raise InputRejected("csv: give either a CSV or character_type/count/group/composition, not both")
         data = read_source(csv, settings.store, max_bytes=limits.max_bytes)
         base_dir = None if csv.startswith("s3://") else Path(csv).expanduser().resolve().parent
         plan = read_csv(data, source=csv, seed=seed, max_bytes=limits.max_bytes,
@@ -87,14 +87,14 @@ def _plan(
         where = csv if csv.startswith("s3://") else str(Path(csv).expanduser().resolve())
         return plan, csv, f"csv|{where}".encode()
     if character_type is None or count is None:
-        raise ValueError("character_type, count: give a CSV (--csv FILE) or a type and a count (--character-type "
+        raise InputRejected("character_type, count: give a CSV (--csv FILE) or a type and a count (--character-type "
                          "kpop_idol --count 10)")
     if count > limits.max_rows:
-        raise ValueError(f"count: {count} is over REELFORGE_BATCH_MAX_ROWS={limits.max_rows}")
+        raise InputRejected(f"count: {count} is over REELFORGE_BATCH_MAX_ROWS={limits.max_rows}")
     try:
         plan = generate(character_type, count, seed=seed, group=group, composition=composition)
     except UnknownType as exc:
-        raise ValueError(f"character_type: {exc}") from None
+        raise InputRejected(f"character_type: {exc}") from None
     source = f"generated: {count} x {character_type}" + (f", group {group}" if group else "")
     identity = json.dumps([character_type, count, group, composition], ensure_ascii=False).encode()
     return plan, source, identity
@@ -279,7 +279,7 @@ async def batch_flow(
     started = time.monotonic()
     settings = Settings.load()
     if variations > settings.character.max_variations:
-        raise ValueError(f"variations: {variations} is above REELFORGE_MAX_VARIATIONS="
+        raise InputRejected(f"variations: {variations} is above REELFORGE_MAX_VARIATIONS="
                          f"{settings.character.max_variations}")
     # A scheduled generated batch makes new characters each day; a CSV names its characters, so its seed stays.
     seed = (0 if csv is not None else _default_seed()) if seed is None else seed
@@ -380,16 +380,22 @@ def _totals_line(summary: BatchSummary) -> str:
 
 def print_batch_summary(result: BatchResult, console: Console) -> None:
     """The rows as a table, then the totals and where the summary is."""
+    rows = result.summary.rows
+    roles, scores = any(o.role for o in rows), any(o.score is not None for o in rows)
     table = Table(title=f"batch {result.batch_id}", title_justify="left")
-    for column in ("row", "name", "role", "status", "version", "GPU s", "cost", "score", "error"):
+    columns = ["row", "name", *(["role"] if roles else []), "status", "version", "GPU s", "cost",
+               *(["score"] if scores else []), "error"]
+    for column in columns:
         table.add_column(column, overflow="fold")
-    for o in result.summary.rows:
+    for o in rows:
         name = o.name + (f" (asked: {o.renamed_from})" if o.renamed_from else "")
-        table.add_row(str(o.row), escape(name), o.role or "", o.status, f"v{o.version}" if o.version else "",
-                      f"{o.gpu_seconds:.1f}", f"{o.cost:.4f}", f"{o.score:.3f}" if o.score is not None else "",
-                      escape(o.error or ""))
+        cells = [str(o.row), escape(name), *([o.role or ""] if roles else []), o.status,
+                 f"v{o.version}" if o.version else "", f"{o.gpu_seconds:.1f}", f"{o.cost:.4f}",
+                 *([f"{o.score:.3f}" if o.score is not None else ""] if scores else []), escape(o.error or "")]
+        table.add_row(*cells)
     console.print(table)
-    console.print(escape(_totals_line(result.summary)), highlight=False)
-    console.print(f"summary: {escape(result.summary_uri)}", highlight=False)
+    # soft_wrap: a long URI stays on one line, whole, for a person to copy and a script to read.
+    console.print(escape(_totals_line(result.summary)), highlight=False, soft_wrap=True)
+    console.print(f"summary: {escape(result.summary_uri)}", highlight=False, soft_wrap=True)
     if result.group_key:
-        console.print(f"group record: {escape(result.group_key)}", highlight=False)
+        console.print(f"group record: {escape(result.group_key)}", highlight=False, soft_wrap=True)

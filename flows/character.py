@@ -29,6 +29,7 @@ from rich.table import Table
 from reelforge.characters import CharacterPrompts, CharacterSpec, Gender, StyleFamily, build_prompts
 from reelforge.dedup import Match, PhashEntry, PhashIndex
 from reelforge.engine import Engine, open_engine
+from reelforge.errors import InputRejected
 from reelforge.hashing import sha256_file
 from reelforge.jobs import validate_on_pool
 from reelforge.liveness import Holder, make_job_dir
@@ -202,7 +203,7 @@ async def character_flow(
     settings = Settings.load()
     if variations > settings.character.max_variations:
         most = settings.character.max_variations
-        raise ValueError(f"variations: {variations} is above REELFORGE_MAX_VARIATIONS={most}")
+        raise InputRejected(f"variations: {variations} is above REELFORGE_MAX_VARIATIONS={most}")
     spec = CharacterSpec(
         name=name, character_type=character_type, age=age, gender=gender, custom_prompt=custom_prompt,
         style=style, seed=seed,
@@ -294,16 +295,16 @@ def _voice_reference(voice_ref: str | None) -> Path | None:
         return None
     path = Path(voice_ref).expanduser()
     if not path.is_file():
-        raise ValueError(f"voice_ref: {voice_ref!r} is not a readable file")
+        raise InputRejected(f"voice_ref: {voice_ref!r} is not a readable file")
     try:
         with path.open("rb") as handle:
             handle.read(1)
     except OSError as exc:
-        raise ValueError(f"voice_ref: {voice_ref!r} cannot be read ({exc.strerror})") from exc
+        raise InputRejected(f"voice_ref: {voice_ref!r} cannot be read ({exc.strerror})") from exc
     try:
         audio_stage({"audio": path}, {"min_s": 1.0}, path.parent)  # the same check the stage makes, up front
     except MediaCheckFailed as exc:
-        raise ValueError(f"voice_ref: {voice_ref!r} {exc.message}") from exc
+        raise InputRejected(f"voice_ref: {voice_ref!r} {exc.message}") from exc
     return path
 
 

@@ -10,7 +10,8 @@ parameter is a new option with the same bounds, and ``--spec FILE`` (JSON or YAM
   is drawn on stderr; the summary table follows on stdout.
 * ``--json``: one JSON object on stdout (flow run id, final state, manifest URI, executed and cached stages by
   kind, the flow's result); progress, logs and the table go to stderr.
-* Exit codes: 0 the flow completed; 1 it failed; 2 bad input (a parameter, the spec file), nothing was run;
+* Exit codes: 0 the flow completed; 1 it failed; 2 bad input (a parameter, the spec file, a file the flow
+  checks before any work such as a batch CSV: ``InputRejected``), nothing was run;
   130 interrupted (Ctrl-C), 143 terminated (SIGTERM): the run's prompts are removed from every worker before the
   command exits (within seconds: the clean-up is bounded).
 """
@@ -39,6 +40,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from reelforge.cli import app
+from reelforge.errors import InputRejected
 from tasks.progress import ProgressSnapshot, add_listener
 
 __all__ = ["app", "main", "register", "run_app"]
@@ -288,11 +290,15 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
         command.summary(result, out)
         err.print(f"[red]{command.name} {(state.name or 'failed').lower()}:[/] {escape(state.message or '')}",
                   highlight=False)
+    elif isinstance(result, InputRejected):
+        err.print(f"[red]error:[/] {escape(str(result))}", highlight=False)
     else:
         err.print(f"[red]{command.name} {(state.name or 'failed').lower()}:[/] {result}", highlight=False)
     if as_json:
         print(json.dumps(_payload(command, state, result), default=str))
-    return 0 if state.is_completed() else EXIT_FAILED
+    if state.is_completed():
+        return 0
+    return EXIT_BAD_INPUT if isinstance(result, InputRejected) else EXIT_FAILED
 
 
 def main() -> None:

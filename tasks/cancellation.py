@@ -175,17 +175,24 @@ async def on_crashed(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 async def child_flow_run_ids(flow_run_id: str) -> list[str]:
-    """The subflow runs of ``flow_run_id`` (a batch's characters), from the Prefect API."""
-    from uuid import UUID
-
+    """The subflow runs of ``flow_run_id`` (a batch's characters), from the Prefect API, 200 per page."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
+    ids: list[str] = []
     async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(flow_run_id)]))
-        )
-    return [str(r.id) for r in runs]
+        while True:
+            # A raw filter call: prefect 3.8.8's read_flow_runs sends null for an omitted limit and sort, which
+            # its own server refuses (422); the server allows at most 200 per page.
+            response = await client._client.post(
+                "/flow_runs/filter",
+                json={"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}, "limit": 200,
+                      "offset": len(ids), "sort": "EXPECTED_START_TIME_ASC"},
+            )
+            response.raise_for_status()
+            page = [str(run["id"]) for run in response.json()]
+            ids += page
+            if len(page) < 200:
+                return ids
 
 
 async def _batch_hook(flow_run: Any, flow: Any, state: Any) -> None:

@@ -18,7 +18,7 @@ import csv
 import io
 import random
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,7 @@ from reelforge.characters.names import character_slug, has_name_characters, norm
 from reelforge.characters.pools import NameGenerator
 from reelforge.characters.spec import Gender, StyleFamily
 from reelforge.characters.types import TypeInfo, UnknownType, character_type
+from reelforge.errors import InputRejected
 
 __all__ = [
     "COLUMNS",
@@ -48,12 +49,20 @@ _GENDERS: dict[str, Gender] = {"female": "female", "f": "female", "male": "male"
 Composition = Literal["female", "male", "mixed"]
 
 
-class BatchFileError(ValueError):
+class BatchFileError(InputRejected):
     """The file as a whole cannot be a batch (not a CSV, no header, unknown column, too big)."""
 
     def __init__(self, message: str, *, source: str) -> None:
         self.source = source
+        self.reason = message
         super().__init__(f"{source}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # results may be pickled: keep the keyword argument
+        return (_batch_file_error, (self.reason, self.source))
+
+
+def _batch_file_error(message: str, source: str) -> BatchFileError:
+    return BatchFileError(message, source=source)
 
 
 class RowError(BaseModel):

@@ -137,3 +137,50 @@ def _wait_for_queued_variations(url: str, *, deadline: float) -> str:
             return str(owners[0]["flow_run_id"])
         time.sleep(0.1)
     raise AssertionError("the run never queued its variations")
+
+
+@pytest.fixture(scope="module")
+def quick_worker() -> Iterator[PreviewWorkerThread]:
+    thread = PreviewWorkerThread(PreviewWorker(latency="fixed:0.05", name="quick"))
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+BATCH_LIGHT = ["--no-lora", "--no-intro", "--variations", "1", "--width", "256", "--height", "256"]
+
+
+def test_run_batch_generated_group_json_names_the_summary(tmp_path: Path, quick_worker: PreviewWorkerThread) -> None:
+    env = cli_env(tmp_path, quick_worker)
+    done = run_cli(["run", "batch", "--type", "kpop_idol", "--count", "2", "--group", "DUO", "--seed", "4",
+                    *BATCH_LIGHT, "--json"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(done.stdout)
+    assert data["state"] == "Completed" and data["summary_uri"].startswith("file://")
+    summary = json.loads(Path(data["summary_uri"].removeprefix("file://")).read_text())
+    assert [r["status"] for r in summary["rows"]] == ["completed", "completed"]
+    assert {r["role"] for r in summary["rows"]} == {"Maknae", "Leader"}
+    assert "group record: groups/duo/" in done.stderr  # the table and totals go to stderr with --json
+
+
+def test_run_batch_bad_file_exits_2_and_a_failed_row_exits_1(
+    tmp_path: Path, quick_worker: PreviewWorkerThread
+) -> None:
+    env = cli_env(tmp_path, quick_worker)
+    sent = quick_worker.stats.prompts_executed
+    bad = tmp_path / "names.csv"
+    bad.write_text("Kim Minji,20,female\n", encoding="utf-8")
+    done = run_cli(["run", "batch", "--csv", str(bad)], env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{bad}: no header row" in done.stderr
+    assert quick_worker.stats.prompts_executed == sent  # refused before any GPU time
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("character_type,character_name,age,gender,custom_prompt\n"
+                     "rapper,MC Test,30,male,\nkpop_idol,Old Idol,70,female,\n", encoding="utf-8")
+    done = run_cli(["run", "batch", "--csv", str(mixed), *BATCH_LIGHT], env)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "MC Test" in done.stdout and "rejected" in done.stdout and "1/2 made, 1 rejected" in done.stdout
+    uri = next(line.split("summary: ", 1)[1] for line in done.stdout.splitlines() if line.startswith("summary: "))
+    summary = json.loads(Path(uri.strip().removeprefix("file://")).read_text())
+    assert summary["rows"][1]["error"] == "row 2 (line 3), column age: '70': out of range for kpop_idol (17-28)"
