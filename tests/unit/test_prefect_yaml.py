@@ -22,3 +22,15 @@ def test_every_entrypoint_imports_and_takes_its_parameters() -> None:
         assert isinstance(flow, Flow), deployment["name"]
         accepted = set(flow.parameters.properties)
         assert set(deployment.get("parameters", {})) <= accepted, deployment["name"]
+
+
+def test_batch_deployments_daily_at_nine_utc_and_from_a_csv() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    daily = by_name["batch"]
+    assert daily["schedules"] == [{"cron": "0 9 * * *", "timezone": "UTC"}]
+    assert {"character_type", "count", "group"} <= set(daily["parameters"])
+    assert "seed" not in daily["parameters"]  # the run's date: a new batch each day
+    csv = by_name["csv-batch"]
+    assert csv["entrypoint"] == daily["entrypoint"] == "flows/batch.py:batch_flow"
+    assert "csv" not in csv["parameters"]  # given per run
