@@ -113,7 +113,41 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
-START_KEEP = 0.3  # share of a plain (1 - denoise) blend of the start image kept outside the subject's card
+START_KEEP_POWER = 2.5  # the start image kept outside the card: (1 - denoise) ** this (0.14 at 0.55, 0.57 at 0.2)
+LAYOUT_ORDER = 7  # the new light's cosines go up to this many half-periods across the picture (pHash reads 0..7)
+LAYOUT_GAIN = 1.6  # its brightness swing: the lit picture is the pattern x (1 + LAYOUT_GAIN x field), field std 1
+LAYOUT_FALLOFF = 0.1  # the amplitude of order (kx, ky) is divided by 1 + this x (kx + ky)
+
+
+def start_keep(denoise: float) -> float:
+    """How much of the start image image-to-image keeps outside the card: all at 0, none at 1, monotone."""
+    return float((1.0 - float(np.clip(denoise, 0.0, 1.0))) ** START_KEEP_POWER)
+
+
+def layout_field(recipe: Recipe, batch_index: int, width: int, height: int) -> np.ndarray:
+    """The large-scale light of an image-to-image picture: [H,W] float32, mean 0, std 1, from prompt and seed.
+
+    A sum of 2-D cosines up to LAYOUT_ORDER half-periods across the picture, each amplitude from a hash of
+    prompt, seed and batch item (not of the denoise, so a lower denoise shows the same light, weaker): where a
+    new pose, framing and light move a photo's large bright and dark areas, this moves the placeholder's, so
+    the perceptual hashes of two variations of one base are as far apart as two photos' (docs/preview-worker.md).
+    """
+    key = json.dumps(["layout", recipe.prompt, recipe.seed, batch_index], ensure_ascii=False).encode()
+    n = (LAYOUT_ORDER + 1) ** 2
+    stream = b"".join(hashlib.sha256(key + bytes([i])).digest() for i in range((2 * n + 31) // 32))
+    values = np.frombuffer(stream[: 2 * n], dtype=">u2").astype(np.float64) / 65535.0
+    amplitude = (values.reshape(LAYOUT_ORDER + 1, LAYOUT_ORDER + 1) * 2.0 - 1.0)
+    k = np.arange(LAYOUT_ORDER + 1, dtype=np.float64)
+    amplitude /= 1.0 + LAYOUT_FALLOFF * (k[:, None] + k[None, :])  # the largest areas weigh most, as in a photo
+    amplitude[0, 0] = 0.0
+    y = (np.arange(height, dtype=np.float64) + 0.5) / height
+    x = (np.arange(width, dtype=np.float64) + 0.5) / width
+    rows, cols = np.cos(np.pi * k[:, None] * y[None, :]), np.cos(np.pi * k[:, None] * x[None, :])
+    field = rows.T @ amplitude @ cols  # [H, W]
+    field -= field.mean()
+    field /= max(1e-9, float(field.std()))
+    out: np.ndarray = field.astype(np.float32)
+    return out
 
 
 def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
@@ -147,13 +181,15 @@ def background(recipe: Recipe, batch_index: int = 0) -> np.ndarray:
     start_pixels = start_image(recipe, batch_index)
     start: np.ndarray | None = None
     if start_pixels is not None and recipe.denoise < 1.0:
-        denoise = float(np.clip(recipe.denoise, 0.0, 1.0))
         start = _resize(start_pixels, width, height)
-        # Around the subject a new prompt (pose, outfit, place) repaints most of the picture: the start image
-        # shows through with START_KEEP of what a plain blend would keep, so variations of one base differ as
-        # much as a diffusion model's do (their pHashes are not near-duplicates) while the card keeps the face.
-        keep = np.float32(START_KEEP * (1.0 - denoise))
-        image = start * keep + image * (np.float32(1.0) - keep)
+        # Around the subject a new prompt (pose, outfit, light, place) repaints the picture under a new light
+        # (layout_field): the start image shows through with start_keep(denoise), so variations of one base
+        # differ as much as a diffusion model's do (their pHashes are no near-duplicates) while the card keeps
+        # the face, and a low denoise stays close to the start image.
+        light = np.float32(1.0) + np.float32(LAYOUT_GAIN) * layout_field(recipe, batch_index, width, height)
+        lit = np.clip(image * light[..., None], 0.0, 1.0)
+        keep = np.float32(start_keep(recipe.denoise))
+        image = start * keep + lit * (np.float32(1.0) - keep)
     x0, y0, x1, y1 = card_box(width, height)
     image[y0:y1, x0:x1] = subject_card(recipe, batch_index, x1 - x0, start[y0:y1, x0:x1] if start is not None else None)
     control_image = recipe.extras.get("control_image")
