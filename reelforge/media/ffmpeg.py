@@ -46,11 +46,13 @@ def run_ffmpeg(
     timeout: float | None = None,
     check: bool = True,
     input_path: Path | str | None = None,
+    cwd: Path | str | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``ffmpeg -hide_banner <args>`` (stdin closed unless ``input_bytes`` is given).
 
     Raises ``FFmpegError`` with the tail of stderr on failure when ``check``, and ``FFmpegTimeout`` when it runs
-    past ``timeout`` (``subprocess.run`` kills it then). ``input_path`` names the input in errors.
+    past ``timeout`` (``subprocess.run`` kills it then). ``input_path`` names the input in errors; ``cwd`` is
+    the folder relative paths (and filter arguments such as ``subtitles=filename=``) are read from.
     """
     cmd = [ffmpeg_exe(), "-hide_banner", *[str(a) for a in args]]
     if input_bytes is None:
@@ -63,6 +65,7 @@ def run_ffmpeg(
             capture_output=True,
             timeout=timeout,
             check=False,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode("utf-8", "replace")
@@ -79,6 +82,7 @@ def run_ffmpeg(
             returncode=proc.returncode,
             stderr=stderr,
             path=input_path,
+            ffmpeg_message=_tail(stderr, 3),
         )
     return proc
 

@@ -1,306 +1,165 @@
-"""Media facts (duration, streams, frame count, fps, tags) read from ffmpeg's own output.
+"""Media facts (streams, durations, exact frame counts, colour tags, full tags) read through PyAV.
 
-The imageio-ffmpeg wheel ships no ffprobe, so ``probe`` parses the stream summary ``ffmpeg -i`` prints
-on stderr and, for the exact video frame count, runs a stream-copy pass into the null muxer and reads
-its final ``frame=`` counter (no decoding, so it is fast).
+PyAV ships its own ffmpeg libraries, so probing needs no ffprobe (the imageio-ffmpeg wheel has none) and no
+second process: measured on a 5 s 720p clip, 15 ms against 80 ms for parsing ``ffmpeg -i`` plus a stream-copy
+pass to count frames (bench/README.md, assembly section). Frames are counted by demuxing packets (no decoding),
+leaving out packets an edit list discards, so the count is what a player shows.
+
+``count_frames`` keeps its old signature; ``parse_ffmpeg_info`` (the log parser) lives on in
+``reelforge.media.ffmpeg_log`` for logs that exist only as text.
 """
 
 from __future__ import annotations
 
-import re
+import hashlib
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+import av
 
-from reelforge.media.ffmpeg import run_ffmpeg
+from reelforge.media.errors import MediaProbeError
+from reelforge.media.ffmpeg_log import parse_ffmpeg_info
+from reelforge.media.probe_types import AudioStream, MediaInfo, VideoStream
 
+__all__ = [
+    "AudioStream",
+    "MediaInfo",
+    "MediaProbeError",
+    "VideoStream",
+    "count_frames",
+    "open_media",
+    "parse_ffmpeg_info",
+    "probe",
+]
 
-class MediaProbeError(ValueError):
-    """The file is missing or ffmpeg does not recognise it as media."""
-
-
-class VideoStream(BaseModel):
-    index: int
-    codec: str
-    width: int
-    height: int
-    fps: float | None = None
-    pix_fmt: str | None = None
-    frame_count: int | None = None
-
-
-class AudioStream(BaseModel):
-    index: int
-    codec: str
-    sample_rate: int
-    channels: int
-    channel_layout: str | None = None
-
-
-class MediaInfo(BaseModel):
-    path: str
-    format: str
-    duration_s: float | None = None
-    bitrate_kbps: float | None = None
-    video: list[VideoStream] = Field(default_factory=list)
-    audio: list[AudioStream] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def has_video(self) -> bool:
-        return bool(self.video)
-
-    @property
-    def has_audio(self) -> bool:
-        return bool(self.audio)
-
-    @property
-    def frame_count(self) -> int | None:
-        return self.video[0].frame_count if self.video else None
-
-    @property
-    def fps(self) -> float | None:
-        return self.video[0].fps if self.video else None
-
-    @property
-    def width(self) -> int | None:
-        return self.video[0].width if self.video else None
-
-    @property
-    def height(self) -> int | None:
-        return self.video[0].height if self.video else None
+# AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic values -> ffmpeg's names (2 = unspecified).
+_SPACES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020"}
+_TRC = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear", 13: "iec61966-2-1",
+        14: "bt2020-10", 16: "smpte2084", 18: "arib-std-b67"}  # fmt: skip
+_RANGES = {1: "tv", 2: "pc"}
 
 
-_LAYOUT_CHANNELS = {
-    "mono": 1,
-    "stereo": 2,
-    "2.1": 3,
-    "3.0": 3,
-    "3.0(back)": 3,
-    "4.0": 4,
-    "quad": 4,
-    "quad(side)": 4,
-    "3.1": 4,
-    "5.0": 5,
-    "5.0(side)": 5,
-    "4.1": 5,
-    "5.1": 6,
-    "5.1(side)": 6,
-    "6.0": 6,
-    "6.0(front)": 6,
-    "hexagonal": 6,
-    "6.1": 7,
-    "6.1(back)": 7,
-    "6.1(front)": 7,
-    "7.0": 7,
-    "7.0(front)": 7,
-    "7.1": 8,
-    "7.1(wide)": 8,
-    "7.1(wide-side)": 8,
-    "octagonal": 8,
-    "downmix": 2,
-}
-
-_INPUT_RE = re.compile(r"^Input #0, (?P<format>.+?), from '")
-_DURATION_RE = re.compile(
-    r"^\s*Duration: (?P<dur>N/A|\d+:\d+:\d+(?:\.\d+)?)(?:, start: [^,]+)?, bitrate: (?P<br>N/A|[\d.]+) kb/s"
-)
-_STREAM_RE = re.compile(
-    r"^\s*Stream #0:(?P<idx>\d+)(?:\[[^\]]*\])?(?:\([^)]*\))?: (?P<kind>\w+): (?P<rest>.*)$"
-)
-_SIZE_RE = re.compile(r"(?<![\w])(\d{1,5})x(\d{1,5})(?![\w])")
-_FPS_RE = re.compile(r"([\d.]+)(k?) fps")
-_TBR_RE = re.compile(r"([\d.]+)(k?) tbr")
-_HZ_RE = re.compile(r"(\d+) Hz")
-_CHANNELS_RE = re.compile(r"(\d+) channels")
-_FRAME_RE = re.compile(r"frame=\s*(\d+)")
-_TAG_RE = re.compile(r"^ {4}(?P<key>[^:]+?)\s*: (?P<value>.*)$")
+def open_media(path: Path | str) -> Any:
+    """``av.open(path)`` with PyAV's errors translated: ``MediaProbeError`` naming the file and the reason."""
+    p = Path(path)
+    if not p.is_file():
+        raise MediaProbeError("no such file", path=p)
+    if p.stat().st_size == 0:
+        raise MediaProbeError("is an empty file (0 bytes)", path=p)
+    try:
+        return av.open(str(p))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaProbeError(f"ffmpeg does not recognise this file as media: {_why(exc)}", path=p) from exc
 
 
-def _seconds(text: str) -> float:
-    h, m, s = text.split(":")
-    return int(h) * 3600 + int(m) * 60 + float(s)
+def _why(exc: BaseException) -> str:
+    """PyAV's error text without the repeated file name."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).split(": '")[0]
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split a stream description on commas that are not inside parentheses or brackets."""
-    parts: list[str] = []
-    depth = 0
-    current: list[str] = []
-    for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth = max(0, depth - 1)
-        if ch == "," and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-    if current:
-        parts.append("".join(current).strip())
-    return parts
-
-
-def _rate(match: re.Match[str] | None) -> float | None:
-    if match is None:
+def _fraction(value: Any) -> Fraction | None:
+    if value is None:
         return None
-    value = float(match.group(1))
-    return value * 1000 if match.group(2) == "k" else value
+    try:
+        f = Fraction(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return f if f > 0 else None
 
 
-def parse_ffmpeg_info(path: str, stderr: str) -> MediaInfo:
-    """Parse the ``Input #0`` summary ffmpeg prints for ``ffmpeg -i <path>``."""
-    fmt: str | None = None
-    duration: float | None = None
-    bitrate: float | None = None
-    videos: list[VideoStream] = []
-    audios: list[AudioStream] = []
-    tags: dict[str, str] = {}
-    in_input = False
-    in_format_metadata = False
-    last_tag: str | None = None
-    for line in stderr.splitlines():
-        m = _INPUT_RE.match(line)
-        if m:
-            if in_input:
-                break  # only the first input
-            in_input = True
-            fmt = m.group("format")
-            continue
-        if not in_input:
-            continue
-        if line.startswith("Output #") or line.startswith("Stream mapping:"):
-            break
-        if line == "  Metadata:":
-            in_format_metadata = True
-            continue
-        if in_format_metadata:
-            t = _TAG_RE.match(line)
-            if t:
-                key = t.group("key").strip()
-                if key:
-                    tags[key] = t.group("value")
-                    last_tag = key
-                elif last_tag is not None:  # continuation line of a multi-line value
-                    tags[last_tag] += "\n" + t.group("value")
-                continue
-            in_format_metadata = False
-        m = _DURATION_RE.match(line)
-        if m:
-            if m.group("dur") != "N/A":
-                duration = _seconds(m.group("dur"))
-            if m.group("br") != "N/A":
-                bitrate = float(m.group("br"))
-            continue
-        m = _STREAM_RE.match(line)
-        if not m:
-            continue
-        idx = int(m.group("idx"))
-        kind = m.group("kind")
-        parts = _split_top_level(m.group("rest"))
-        codec = parts[0].split(" ")[0] if parts else ""
-        if kind == "Video":
-            size = None
-            for part in parts[1:]:
-                size = _SIZE_RE.search(part)
-                if size:
-                    break
-            if size is None:
-                continue
-            pix_fmt = (
-                parts[1].split("(")[0].strip() if len(parts) > 1 and not _SIZE_RE.match(parts[1]) else None
-            )
-            rest = m.group("rest")
-            fps = _rate(_FPS_RE.search(rest))
-            if fps is None:
-                fps = _rate(_TBR_RE.search(rest))
-            videos.append(
-                VideoStream(
-                    index=idx,
-                    codec=codec,
-                    width=int(size.group(1)),
-                    height=int(size.group(2)),
-                    fps=fps,
-                    pix_fmt=pix_fmt or None,
-                )
-            )
-        elif kind == "Audio":
-            hz = _HZ_RE.search(m.group("rest"))
-            if hz is None:
-                continue
-            layout: str | None = None
-            channels = 0
-            for part in parts[1:]:
-                part = part.strip()
-                if part in _LAYOUT_CHANNELS:
-                    layout, channels = part, _LAYOUT_CHANNELS[part]
-                    break
-                cm = _CHANNELS_RE.fullmatch(part)
-                if cm:
-                    channels = int(cm.group(1))
-                    break
-                if "(" in part and part.split("(")[0] in _LAYOUT_CHANNELS:
-                    layout, channels = part, _LAYOUT_CHANNELS[part.split("(")[0]]
-                    break
-            audios.append(
-                AudioStream(
-                    index=idx,
-                    codec=codec,
-                    sample_rate=int(hz.group(1)),
-                    channels=channels or 1,
-                    channel_layout=layout,
-                )
-            )
-    if fmt is None:
-        raise MediaProbeError(f"{path}: ffmpeg does not recognise this file as media: {_reason(stderr)}")
-    return MediaInfo(
-        path=path,
-        format=fmt,
-        duration_s=duration,
-        bitrate_kbps=bitrate,
-        video=videos,
-        audio=audios,
-        tags=tags,
+def _seconds(duration: Any, time_base: Any) -> float | None:
+    tb = _fraction(time_base)
+    if duration is None or tb is None:
+        return None
+    return float(duration * tb)
+
+
+def _video(stream: Any) -> VideoStream:
+    cc = stream.codec_context
+    rate = _fraction(stream.average_rate) or _fraction(stream.guessed_rate) or _fraction(stream.base_rate)
+    sar = _fraction(stream.sample_aspect_ratio)
+    extradata = bytes(cc.extradata or b"")
+    return VideoStream(
+        index=stream.index,
+        codec=cc.name,
+        width=cc.width,
+        height=cc.height,
+        fps=float(rate) if rate else None,
+        fps_rational=f"{rate.numerator}/{rate.denominator}" if rate else None,
+        pix_fmt=cc.pix_fmt,
+        duration_s=_seconds(stream.duration, stream.time_base),
+        sar=f"{sar.numerator}:{sar.denominator}" if sar else None,
+        color_space=_SPACES.get(int(cc.colorspace)),
+        color_primaries=_PRIMARIES.get(int(cc.color_primaries)),
+        color_trc=_TRC.get(int(cc.color_trc)),
+        color_range=_RANGES.get(int(cc.color_range)),
+        profile=cc.profile,
+        extradata_sha256=hashlib.sha256(extradata).hexdigest() if extradata else None,
+        time_base=str(stream.time_base) if stream.time_base is not None else None,
     )
 
 
-def _reason(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if "At least one output file must be specified" in ln:
-            continue
-        return ln
-    return "no output from ffmpeg"
+def _audio(stream: Any) -> AudioStream:
+    cc = stream.codec_context
+    layout = cc.layout.name if cc.layout is not None else None
+    return AudioStream(
+        index=stream.index,
+        codec=cc.name,
+        sample_rate=int(cc.sample_rate or 0),
+        channels=int(cc.channels or 0) or 1,
+        channel_layout=layout if layout and "channels" not in layout else None,
+        duration_s=_seconds(stream.duration, stream.time_base),
+        profile=cc.profile,
+    )
+
+
+def _count_video_packets(container: Any, stream: Any, path: Path) -> int:
+    count = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size and not packet.is_discard:
+                count += 1
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaProbeError(f"cannot read its video packets (corrupt or truncated?): {_why(exc)}", path=path) from exc
+    return count
 
 
 def count_frames(path: Path | str, stream: int = 0) -> int:
-    """Exact number of frames of video stream ``stream`` (stream copy into the null muxer)."""
-    proc = run_ffmpeg(["-i", path, "-map", f"0:v:{stream}", "-c", "copy", "-f", "null", "-"], check=False)
-    stderr = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0:
-        raise MediaProbeError(f"{path}: cannot count frames: {_reason(stderr)}")
-    found = _FRAME_RE.findall(stderr)
-    if not found:
-        raise MediaProbeError(f"{path}: ffmpeg reported no frame counter")
-    return int(found[-1])
+    """Exact number of frames of video stream ``stream`` (packets demuxed, nothing decoded)."""
+    p = Path(path)
+    with open_media(p) as container:
+        if stream >= len(container.streams.video):
+            raise MediaProbeError(f"has no video stream {stream}", path=p)
+        return _count_video_packets(container, container.streams.video[stream], p)
 
 
 def probe(path: Path | str, *, count: bool = True) -> MediaInfo:
     """Describe a media file; ``count`` also counts the frames of every video stream exactly.
 
-    Raises ``MediaProbeError`` naming the file when it does not exist or is not media.
+    Raises ``MediaProbeError`` naming the file when it does not exist, is empty or is not media.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MediaProbeError(f"{p}: no such file")
-    proc = run_ffmpeg(["-i", p], check=False)
-    stderr = proc.stderr.decode("utf-8", "replace")
-    info = parse_ffmpeg_info(str(p), stderr)
+    with open_media(p) as container:
+        videos = [_video(s) for s in container.streams.video]
+        audios = [_audio(s) for s in container.streams.audio]
+        duration = container.duration / 1e6 if container.duration else None
+        info = MediaInfo(
+            path=str(p),
+            format=container.format.name,
+            duration_s=duration,
+            bitrate_kbps=container.bit_rate / 1000 if container.bit_rate else None,
+            video=videos,
+            audio=audios,
+            tags={str(k): str(v) for k, v in container.metadata.items()},
+            subtitles=len(container.streams.subtitles),
+        )
     if count:
-        for i, stream in enumerate(info.video):
+        for i, stream_info in enumerate(info.video):
             try:
-                stream.frame_count = count_frames(p, i)
+                stream_info.frame_count = count_frames(p, i)
             except MediaProbeError:
-                stream.frame_count = None
+                stream_info.frame_count = None
     return info
