@@ -341,7 +341,7 @@ def assemble(
                 title=(f"{plan.duration_s:.3f} s · {plan.total_frames} frames at {float(plan.rate):g} fps · "
                        f"{plan.width}x{plan.height} · {checked.integrated_lufs:.1f} LUFS, "
                        f"{checked.true_peak_db:.1f} dBTP · {plan.video_mode}"
-                       + (f" · {facts.grid.bpm:.1f} BPM" if facts.grid else "")),
+                       + (f" · {facts.grid.bpm:.1f} BPM" if facts.grid and facts.grid.beats else "")),
             ),
             work / f"{name}-timeline.png",
         )  # fmt: skip
@@ -364,7 +364,7 @@ def assemble(
             report=checked, loudness_target=timeline.audio.loudness_lufs, normalization=kind,
             pre_gain_db=round(lplan.gain_db, 3) if lplan else 0.0,
             limiter_db=round(lplan.limit_db, 3) if lplan and lplan.limit_db is not None else None,
-            bpm=round(facts.grid.bpm, 3) if facts.grid else None, snap=snap, timings=timings,
+            bpm=round(facts.grid.bpm, 3) if facts.grid and facts.grid.beats else None, snap=snap, timings=timings,
         )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)

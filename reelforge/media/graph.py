@@ -221,6 +221,11 @@ def mix_args(
     sounding = [s for s in plan.scenes if s.has_audio and s.audio_gain_db is not None]
     sources = iter(_streams([s.path for s in sounding], "a"))
     any_sound = bool(sounding)
+    # One silence source split for every silent scene: ffmpeg-python merges identical nodes, so two silent
+    # scenes of one length built alike would be one filter wired to two places.
+    silent_count = len(plan.scenes) - len(sounding)
+    silence: Any = ffmpeg.input(f"anullsrc=r={sr}:cl={lay}", f="lavfi").audio
+    silences = iter(silence.filter_multi_output("asplit", silent_count) if silent_count > 1 else [silence])
     for scene in plan.scenes:
         samples = round(scene.frames * sr / plan.rate)
         if scene.has_audio and scene.audio_gain_db is not None:
@@ -231,7 +236,7 @@ def mix_args(
             if scene.audio_gain_db:
                 a = a.filter("volume", f"{scene.audio_gain_db}dB")
         else:
-            a = ffmpeg.input(f"anullsrc=r={sr}:cl={lay}", f="lavfi").audio.filter("atrim", end_sample=samples)
+            a = next(silences).filter("atrim", end_sample=samples)
         parts.append(a)
     if any_sound:
         scene_frames = [s.frames for s in plan.scenes]
@@ -240,8 +245,8 @@ def mix_args(
     voice: Any = None
     if plan.dialogue:
         lines = []
-        for line in plan.dialogue:
-            a = _to_rate(ffmpeg.input(line.path).audio, plan)
+        for line, source in zip(plan.dialogue, _streams([d.path for d in plan.dialogue], "a"), strict=True):
+            a = _to_rate(source, plan)
             if line.gain_db:
                 a = a.filter("volume", f"{line.gain_db}dB")
             lines.append(a.filter("adelay", delays=f"{line.start_sample}S", all=1))

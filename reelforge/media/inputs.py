@@ -127,6 +127,11 @@ def inspect_inputs(timeline: Timeline) -> InputFacts:
             if not infos[path].audio:
                 raise MissingStream("has no audio stream; the music bed needs one", path=path, stream="audio")
             grid = analyse_music(path)
+            if timeline.beat_snap.enabled and not grid.beats:
+                raise MediaInputError(
+                    "has no steady beat to snap cuts to (no tempo found); switch beat_snap off or use other music",
+                    path=path,
+                )
         except MediaInputError as exc:
             problems.append(exc)
     raise_collected(problems)
