@@ -34,6 +34,7 @@ from rich.table import Table
 from flows.character import CharacterResult, character_flow
 from reelforge.batch import BatchSummary, Budget, NameClaims, RowOutcome, read_source, resolve_names
 from reelforge.characters import BatchFileError, BatchPlan, BatchRow, Composition, UnknownType, generate, read_csv
+from reelforge.comfy import JOB_PRIORITY
 from reelforge.engine import Engine, open_engine, share_engine
 from reelforge.errors import InputRejected
 from reelforge.hashing import sha256_bytes
@@ -178,9 +179,13 @@ class _Batch:
         if settings.fan_out == "deployment":
             await self._deployed(row, outcome, run_name)
             return
-        state: State[Any] = await character_flow.with_options(  # type: ignore[misc]
-            flow_run_name=run_name, log_prints=True
-        )(**self._parameters(row), return_state=True)
+        token = JOB_PRIORITY.set(row.row)  # rows started first finish first (see WorkerPool.run)
+        try:
+            state: State[Any] = await character_flow.with_options(  # type: ignore[misc]
+                flow_run_name=run_name, log_prints=True
+            )(**self._parameters(row), return_state=True)
+        finally:
+            JOB_PRIORITY.reset(token)
         outcome.flow_run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
         result = await state.result(raise_on_failure=False)  # type: ignore[misc]
         if state.is_completed() and isinstance(result, CharacterResult):

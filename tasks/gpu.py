@@ -36,10 +36,13 @@ def template_named(name: str) -> Template:
     return load_template(name)
 
 
-def _owner(job_id: str) -> JobOwner:
-    """Who the prompt belongs to: its flow run id is what cancellation matches on."""
+def _owner(job_id: str, cache_key: str) -> JobOwner:
+    """Who the prompt belongs to: its flow run id is what cancellation matches on, its cache key what a
+    worker's history counts executions by."""
     task = current_task_run()
-    return JobOwner(job_id=job_id, flow_run_id=current_flow_run_id(), task_run_id=task[0] if task else None)
+    return JobOwner(
+        job_id=job_id, flow_run_id=current_flow_run_id(), task_run_id=task[0] if task else None, cache_key=cache_key
+    )
 
 
 def _kind(template: Template, node_id: str, fallback: str) -> ArtifactKind:
@@ -80,7 +83,7 @@ async def gpu_call(
         async with runtime.admission.slot(template.kind):
             run = await run_template(
                 engine.pool, template, params, job_id=job_id, dest_dir=out_dir, inputs=files, folders=folders,
-                owner=_owner(job_id), timeout=timeout, on_progress=on_progress,
+                owner=_owner(job_id, cache_key), timeout=timeout, on_progress=on_progress,
                 download_retries=workers.download_retries, resume=runtime.resumable.pop(cache_key, None),
                 avoid=avoid,
             )

@@ -27,7 +27,7 @@ from reelforge.comfy.errors import (
     WorkerUnavailable,
 )
 from reelforge.comfy.graph import ModelRef
-from reelforge.comfy.pool import DispatchStopped, NoHealthyWorkers, WorkerPool, WorkerStatus
+from reelforge.comfy.pool import JOB_PRIORITY, DispatchStopped, NoHealthyWorkers, WorkerPool, WorkerStatus
 from reelforge.comfy.types import (
     DownloadedFile,
     Graph,
@@ -42,6 +42,7 @@ from reelforge.comfy.types import (
 )
 
 __all__ = [
+    "JOB_PRIORITY",
     "CancelReport",
     "ComfyClient",
     "ComfyError",

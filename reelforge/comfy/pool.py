@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import uuid
@@ -55,7 +56,7 @@ from reelforge.comfy.graph import ModelRef
 from reelforge.comfy.routing import Requirement, WorkerSnapshot, any_eligible_healthy, choose_worker
 from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 
-__all__ = ["DispatchStopped", "NoHealthyWorkers", "WorkerPool", "WorkerStatus"]
+__all__ = ["JOB_PRIORITY", "DispatchStopped", "NoHealthyWorkers", "WorkerPool", "WorkerStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +136,17 @@ class _Worker:
         )
 
 
+JOB_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("reelforge_job_priority", default=0)
+"""The priority of the jobs run in this context (lower first): set around a batch's character runs."""
+
+
 @dataclass(eq=False)
 class _Ticket:
     requirement: Requirement
     future: asyncio.Future[_Worker]
     unavailable_since: float | None = None
     run: str | None = None  # the flow run the job belongs to (a per-run stop fails only its tickets)
+    priority: int = 0  # lower first; equal priorities in arrival order
 
 
 def _client_name(client: ComfyClient) -> str:
@@ -417,6 +423,10 @@ class WorkerPool:
     ) -> JobResult:
         """Run ``graph`` on the best eligible worker and return its result, failing over if it dies.
 
+        Jobs waiting for a slot are served by ``job_priority`` (lower first; a batch gives each character its
+        row number, so characters started first finish first and the long single jobs of their last stages
+        overlap other characters' work instead of piling up at the end), then in arrival order.
+
         ``prepare(client, graph)``, when given, runs once per attempt after the worker is chosen and before
         the prompt is submitted, and returns the graph to submit: the place to upload input files to that
         worker and point the graph at them. ``avoid``: worker names (or URLs) to use only when no other
@@ -433,7 +443,7 @@ class WorkerPool:
         refreshed = False
         while True:
             try:
-                worker = await self._acquire(requirement, deadline, owner.flow_run_id)
+                worker = await self._acquire(requirement, deadline, owner.flow_run_id, JOB_PRIORITY.get())
             except NoEligibleWorker:
                 # Model lists may be stale (a LoRA was just trained / copied): re-read them once.
                 if refreshed:
@@ -544,14 +554,16 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ slots and the FIFO dispatcher
 
-    async def _acquire(self, requirement: Requirement, deadline: float | None, run: str | None = None) -> _Worker:
+    async def _acquire(
+        self, requirement: Requirement, deadline: float | None, run: str | None = None, priority: int = 0
+    ) -> _Worker:
         """Wait (first come, first served) for a slot on a worker that can run ``requirement``."""
         if self._closed:
             raise NoWorkerAvailable("the worker pool is closed")
         stopped = self._stop_reason(run)
         if stopped is not None:
             raise DispatchStopped(stopped)
-        ticket = _Ticket(requirement, asyncio.get_running_loop().create_future(), run=run)
+        ticket = _Ticket(requirement, asyncio.get_running_loop().create_future(), run=run, priority=priority)
         self._tickets.append(ticket)
         self._dispatch()
         try:
@@ -592,7 +604,7 @@ class WorkerPool:
             raise
 
     def _dispatch(self) -> None:
-        """Hand free slots to waiting jobs in arrival order.
+        """Hand free slots to waiting jobs by priority, then arrival order.
 
         Cheap with hundreds of waiters: it stops as soon as no slot is left, and asks the router only once
         per distinct requirement that found no slot (handing out slots never frees one).
@@ -605,7 +617,7 @@ class WorkerPool:
             return
         index = {w.name: i for i, w in enumerate(self._workers)}
         unserved: set[Requirement] = set()
-        for ticket in list(self._tickets):
+        for ticket in sorted(self._tickets, key=lambda t: t.priority):  # stable: arrival order within a priority
             if ticket.future.done():
                 self._tickets.remove(ticket)
                 continue

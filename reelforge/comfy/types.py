@@ -21,6 +21,7 @@ class JobOwner(BaseModel):
     job_id: str
     flow_run_id: str | None = None
     task_run_id: str | None = None
+    cache_key: str | None = None  # the stage's content key: one successful execution per key is the goal
 
     def extra_data(self) -> dict[str, str]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

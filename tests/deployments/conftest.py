@@ -147,6 +147,8 @@ def served_flow(workdir: Path, prefect_server: str, comfy_worker: Worker) -> Ite
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "REELFORGE_COMFY_URLS": comfy_worker.url,
+        "REELFORGE_STORE": str(workdir / "store"),
+        "REELFORGE_DEDUP_RETRIES": "0",
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
     with log.open("wb") as out:
@@ -159,7 +161,7 @@ def served_flow(workdir: Path, prefect_server: str, comfy_worker: Worker) -> Ite
         while True:
             try:
                 answer = httpx.post(f"{prefect_server}/deployments/filter", json={}, timeout=5)
-                if any(d["name"] == "cancel-test" for d in answer.json()):
+                if {"cancel-test", "character"} <= {d["name"] for d in answer.json()}:
                     break
             except httpx.HTTPError:
                 pass

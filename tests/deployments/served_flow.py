@@ -1,6 +1,7 @@
 """A cancellable flow served from its own process, for tests/deployments/test_cancel_deployment.py.
 
-``python tests/deployments/served_flow.py`` serves deployment ``reelforge-cancel-test/cancel-test``. Each run
+``python tests/deployments/served_flow.py`` serves deployments ``reelforge-cancel-test/cancel-test`` and
+``reelforge-character/character`` (for tests/deployments/test_batch_fan_out.py). Each run
 queues ``jobs`` images of the ``character_base_stylized`` template (512x512) through a pool over
 ``REELFORGE_COMFY_URLS``, inside ``cancel_scope``, with the cancellation hooks. It writes ``scope.json`` into
 ``out_dir`` when the flow body exits: when the exception reached the scope and what the cleanup did.
@@ -79,7 +80,13 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--direct"]:
         asyncio.run(cancellable(jobs=6, seed=int(argv[2]), out_dir=argv[1]))
         return 0
-    cancellable.serve(name="cancel-test", print_starting_message=True)
+    from prefect import serve
+
+    from flows.character import character_flow
+
+    # The character deployment too: a batch with REELFORGE_BATCH_FAN_OUT=deployment runs its rows here.
+    serve(cancellable.to_deployment(name="cancel-test"), character_flow.to_deployment(name="character"),
+          print_starting_message=True)
     return 0
 
 

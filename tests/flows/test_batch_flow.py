@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -149,13 +150,36 @@ async def test_budget_leaves_rows_undone_and_says_why(env: Path, monkeypatch: py
     assert result.summary.totals.skipped == 2
 
 
-async def test_bad_input_fails_before_any_gpu_work(env: Path, tmp_path: Path, worker: PreviewWorkerThread) -> None:
+async def test_concurrency_setting_bounds_characters_at_once(
+    env: Path, worker: PreviewWorkerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REELFORGE_BATCH_CONCURRENCY", "1")
+    _, result = await run(character_type="rapper", count=3, seed=8)
+    runs = {r.flow_run_id for r in result.summary.rows}
+    spans: dict[str, list[float]] = {}
+    history = (await asyncio.to_thread(httpx.get, f"{worker.url}/history", timeout=30)).json()
+    for entry in history.values():
+        run_id = entry["prompt"][3]["reelforge"].get("flow_run_id")
+        if run_id in runs:
+            stamps = [m[1]["timestamp"] / 1000 for m in entry["status"]["messages"]]
+            span = spans.setdefault(run_id, [min(stamps), max(stamps)])
+            span[0], span[1] = min(span[0], *stamps), max(span[1], *stamps)
+    ordered = sorted(spans.values())
+    assert len(ordered) == 3
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(ordered)), ordered  # one character at a time
+
+
+async def test_bad_input_fails_before_any_gpu_work(
+    env: Path, tmp_path: Path, worker: PreviewWorkerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REELFORGE_BATCH_MAX_ROWS", "3")
     before = worker.stats.prompts_executed
     for params, words in [
         ({"csv": str(tmp_path / "missing.csv")}, "missing.csv: no such file"),
         ({"character_type": "kpop_idol"}, "give a CSV"),
         ({"character_type": "wizard", "count": 2}, "unknown character type 'wizard'"),
         ({"csv": "x.csv", "count": 2}, "not both"),
+        ({"character_type": "rapper", "count": 4}, "count: 4 is over REELFORGE_BATCH_MAX_ROWS=3"),
     ]:
         state = await batch_flow(**params, return_state=True)
         assert state.is_failed()

@@ -284,3 +284,27 @@ async def test_prepare_uploads_inputs_to_the_chosen_worker(
             pixel = image.convert("RGB").getpixel((0, 0))
             assert isinstance(pixel, tuple)  # inverted (10, 200, 30); ComfyUI truncates floats to uint8
             assert all(e - 1 <= p <= e for p, e in zip(pixel, (245, 55, 225), strict=True)), pixel
+
+
+async def test_waiting_jobs_are_served_by_priority_then_arrival(make_worker: MakeWorker, make_client: MakeClient
+                                                                ) -> None:
+    """One worker, no queue: while one job runs, jobs of priorities 5, 1, 5, 1 wait; they run 1, 1, 5, 5 (each
+    priority in arrival order)."""
+    from reelforge.comfy import JOB_PRIORITY
+
+    worker = await make_worker(latency="fixed:0.3")
+    order: list[str] = []
+    async with WorkerPool([make_client(worker, "w")], queue_depth=0) as pool:
+        async def job(name: str, priority: int, seed: int) -> None:
+            JOB_PRIORITY.set(priority)  # the task's own context copy
+            await pool.run(image_graph(seed), job_id=name)
+            order.append(name)
+
+        first = asyncio.create_task(job("first", 9, 1))
+        await asyncio.sleep(0.1)  # it holds the only slot
+        waiting = []
+        for seed, (name, priority) in enumerate([("a5", 5), ("b1", 1), ("c5", 5), ("d1", 1)], start=2):
+            waiting.append(asyncio.create_task(job(name, priority, seed)))
+            await asyncio.sleep(0.02)  # they arrive a5, b1, c5, d1
+        await asyncio.gather(first, *waiting)
+    assert order == ["first", "b1", "d1", "a5", "c5"]
