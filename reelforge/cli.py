@@ -179,6 +179,55 @@ def templates_validate(
         raise typer.Exit(1)
 
 
+@templates_app.command("init")
+def templates_init(
+    file: Annotated[Path, typer.Argument(help="An API-format or UI-format workflow JSON, or a PNG/WebP/audio/video "
+                                              "file ComfyUI saved (its embedded prompt).")],
+    name: Annotated[str, typer.Option("--name", help="Template name: the file stem of NAME.json and its manifest.")],
+    folder: Annotated[Path | None, typer.Option(help="Templates folder (default: workflows/).")] = None,
+    lock: Annotated[
+        Path | None, typer.Option(help="Lock file to add missing model files and packs to "
+                                       "(default: deployments/comfyui/lock.yaml).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a template of that name.")] = False,
+) -> None:
+    """Make a template from a ComfyUI export: the graph as given, a manifest inferred beside it, the lock extended.
+
+    Exit 2 with one line per problem (each naming the file and the node) when nothing could be written.
+    """
+    from reelforge.templates.errors import InitRefused
+    from reelforge.templates.scaffold import init_template
+
+    try:
+        result = init_template(file, name, folder=folder, lock_path=lock, force=force)
+    except InitRefused as exc:
+        for line in str(exc).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from exc
+    template = result.template
+    typer.echo(f"graph     {result.graph_path} (from {result.source})")
+    typer.echo(f"manifest  {result.manifest_path}: kind {template.kind}, version {template.version[:12]}")
+    for param in template.manifest.parameters:
+        where = ", ".join(f"{t.node}.{t.input}" for t in param.all_targets)
+        default = "required" if param.required else f"default {param.default!r}"
+        typer.echo(f"  param   {param.name:<22} {param.type:<7} {where} ({default})")
+    for output in template.outputs:
+        typer.echo(f"  output  {output.title} ({output.kind})")
+    for model in template.models:
+        typer.echo(f"  model   {model}")
+    for custom in template.custom_nodes:
+        typer.echo(f"  custom  {custom.class_} (pack {custom.pack})")
+    if result.added_models or result.added_packs:
+        added = [str(m) for m in result.added_models] + [f"pack {p}" for p in result.added_packs]
+        unknown = "url, size and sha256 unknown: fill them in"
+        typer.echo(f"lock      {result.lock_path}: added {', '.join(added)} ({unknown})")
+    for note in result.notes:
+        typer.echo(f"note      {note}")
+    check = "validated offline (catalogue + lock)" if result.validated else "not validated offline"
+    typer.echo(f"{check}; next: adjust the manifest, `reelforge templates validate {template.name}`, "
+               f"`reelforge run template {template.name}`")
+
+
 def worker_failure(exc: BaseException) -> str:
     """Why a worker could not be asked, in words: ``unreachable: connection refused``, ``timed out: ...``."""
     from reelforge.comfy.errors import ComfyError, WorkerTimeout, WorkerUnavailable

@@ -86,6 +86,8 @@ def plan(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[Dow
     for entry in lock.get("models") or []:
         if only and not only.intersection(entry.get("used_by") or []):
             continue
+        if entry.get("url") is None:
+            continue  # not known yet (added by `reelforge templates init`): see unprovided()
         sha = entry.get("sha256")
         if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
             raise LockFileError(f"{entry['name']}: sha256 must be 64 lowercase hex digits or null")
@@ -102,6 +104,16 @@ def plan(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[Dow
             )
         )
     return items
+
+
+def unprovided(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[tuple[str, Path]]:
+    """Models the lock names without a url (``url: null``): "folder/name" and where the file must be put."""
+    found = []
+    for entry in lock.get("models") or []:
+        if entry.get("url") is None and not (only and not only.intersection(entry.get("used_by") or [])):
+            dest = target_path(models_dir, entry["folder"], entry["name"])
+            found.append((f"{entry['folder']}/{entry['name']}", dest))
+    return found
 
 
 def sha256_file(path: Path) -> str:
@@ -170,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     lock = yaml.safe_load(args.lock.read_text(encoding="utf-8"))
     items = plan(lock, args.models_dir, set(args.only) if args.only else None)
     failures = 0
+    for what, dest in unprovided(lock, args.models_dir, set(args.only) if args.only else None):
+        if dest.exists():
+            print(f"ok       {what} (no url in the lock; placed by hand)")
+        elif args.dry_run:
+            print(f"{what} <- no url in the lock: put the file at {dest}")
+        else:
+            failures += 1
+            print(f"MISSING  {what}: no url in the lock; put the file at {dest} or add its url", file=sys.stderr)
     for item in items:
         if args.dry_run:
             print(f"{item.folder}/{item.name} <- {item.url}")

@@ -48,6 +48,8 @@ SELF_VALIDATED_INPUTS: dict[str, frozenset[str]] = {
     "LoadImageOutput": frozenset({"image"}),
     "LoadAudio": frozenset({"audio"}),
     "LoadVideo": frozenset({"file"}),
+    "LoadLatent": frozenset({"latent"}),  # "Invalid latent file: ..." (nodes.py LoadLatent.VALIDATE_INPUTS)
+    "WebcamCapture": frozenset({"image"}),  # LoadImage's VALIDATE_INPUTS, inherited
 }
 
 # Input-folder combos (subfolders of the worker's input folder): like files, they arrive with the job.

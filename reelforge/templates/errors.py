@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
+from reelforge.errors import InputRejected
+
 
 class Problem(BaseModel):
     """One thing wrong with a template, its manifest, a binding, or the bound graph on a worker.
@@ -54,3 +56,16 @@ class TemplateError(ValueError):
     @property
     def templates(self) -> list[str]:
         return sorted({p.template for p in self.problems})
+
+
+class InitRefused(InputRejected):
+    """``reelforge templates init`` found the file unusable or its inferences ambiguous; nothing was written.
+
+    ``file`` is the file given; ``problems`` one line each, every line naming the node (``node #4 (KSampler
+    'Sampler')``) where one is involved, and how to resolve it. ``str()`` is the lines, each prefixed by the file.
+    """
+
+    def __init__(self, file: str, problems: Iterable[str]) -> None:
+        self.file = file
+        self.problems: list[str] = list(problems)
+        super().__init__("\n".join(f"{file}: {p}" for p in self.problems) or f"{file}: refused")

@@ -47,7 +47,7 @@ class ModelFile(BaseModel):
 
     folder: str  # ComfyUI folder key: checkpoints, diffusion_models, loras, vae, text_encoders, ...
     name: str  # file name (relative path with '/') inside that folder
-    url: str  # where to download it
+    url: str | None = None  # where to download it; None: not known yet (added by `templates init`)
     sha256: str | None = None  # None: not yet verified here (no network); filled by `reelforge lock verify`
     size: int | None = None  # bytes
     license: str = ""

@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ParamType = Literal["string", "int", "float", "bool", "choice", "image", "audio", "folder", "model"]
+ParamType = Literal["string", "int", "float", "bool", "choice", "image", "audio", "video", "folder", "model"]
 TemplateKind = Literal["image", "video", "audio", "lora", "upscale"]
 OutputKind = Literal["image", "video", "audio", "lora", "text"]
 
-PARAM_TYPES: tuple[str, ...] = ("string", "int", "float", "bool", "choice", "image", "audio", "folder", "model")
+PARAM_TYPES: tuple[str, ...] = (
+    "string", "int", "float", "bool", "choice", "image", "audio", "video", "folder", "model",
+)
 TEMPLATE_KINDS: tuple[str, ...] = ("image", "video", "audio", "lora", "upscale")
 OUTPUT_KINDS: tuple[str, ...] = ("image", "video", "audio", "lora", "text")
 

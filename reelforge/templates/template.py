@@ -48,6 +48,7 @@ _FITS: dict[str, frozenset[str]] = {
     "choice": frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}),
     "image": frozenset({"STRING", "COMBO"}),
     "audio": frozenset({"STRING", "COMBO"}),
+    "video": frozenset({"STRING", "COMBO"}),
     "folder": frozenset({"STRING", "COMBO"}),
     "model": frozenset({"STRING", "COMBO"}),
 }
@@ -124,8 +125,8 @@ def check_value(param: Parameter, value: Any) -> list[str]:
         if not any(type(c) is type(value) and c == value for c in choices):
             return [f"value {value!r} is not one of {choices!r}"]
         return []
-    what = {"image": "an image file", "audio": "an audio file", "folder": "an input folder"}.get(kind, "a model file")
-    problem = _check_ref(value, what)
+    what = {"image": "an image file", "audio": "an audio file", "video": "a video file", "folder": "an input folder"}
+    problem = _check_ref(value, what.get(kind, "a model file"))
     return [problem] if problem else []
 
 
