@@ -1,11 +1,12 @@
 """Character flow: the whole character, every step a stage (tasks/stage.py), cached by content.
 
-    base image -> pHash, dedup against the whole store (near-duplicate: regenerate with a new seed)
-    -> N variations, each hashed and deduplicated the same way
-    -> training set (images + captions) -> LoRA training (ComfyUI's trainer, or an external one)
-    -> LoRA validation -> versioned LoRA record -> delivery to the workers (shared folder or fetch by URL)
-    -> test images with the LoRA -> identity score against the references -> verdict
-    -> voice (designed, or cloned from a reference clip) -> intro clip (the base image speaking its line)
+    base image -> pHash, dedup against the whole store (near-duplicate: regenerate with a new seed), then both
+    at once:
+    (a) N variations, each hashed and deduplicated the same way
+        -> training set (images + captions) -> LoRA training (ComfyUI's trainer, or an external one)
+        -> LoRA validation -> versioned LoRA record -> delivery to the workers (shared folder or fetch by URL)
+        -> test images with the LoRA -> identity score against the references -> verdict
+    (b) voice (designed, or cloned from a reference clip) -> intro clip (the base image speaking its line)
     -> the character manifest -> ``reelforge.character.ready`` or ``reelforge.character.lora_failed``
 
 Running the flow again with the same spec serves every stage from the cache and writes a new character version
@@ -18,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -60,6 +62,8 @@ from tasks.stages import AUDIO_CHECK, DATASET, IDENTITY, LORA_CHECK, LORA_TRAIN_
 __all__ = ["CharacterResult", "character_flow", "print_summary"]
 
 TALKING_FPS = 16.0  # the talking_video template's frame rate (Wan runs at 16 fps)
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 class CharacterResult(BaseModel):
@@ -319,19 +323,49 @@ async def _character(run: _Run, *, width: int, height: int, lora: bool, lora_ste
           None)],
     )
     base_image = base.refs[0]
-    pairs = await run.unique_images(
-        f"character_variation_{spec.family}",
-        [({"prompt": v.prompt, "seed": spec.seed + 1 + i, **negative}, "variations", f"var{i:02d}",
-          {"image": base_image}) for i, v in enumerate(prompts.variations)],
-    )
-    accepted = [made.refs[0] for made, _ in pairs]
-    phashes = {h.inputs["image"].key: str(h.record["phash"]) for h in [base_hash, *(h for _, h in pairs)]}
 
-    lora_record, verdict = (await _lora(run, accepted, base_image, lora_steps, lora_rank)) if lora else (None, None)
-    voice_audio, seconds = await _voice(run, reference_clip)
-    clip = await _intro(run, base_image, voice_audio, seconds, width, height) if intro else None
+    async def images() -> tuple[list[ArtifactRef], dict[str, str], Any, Any]:
+        pairs = await run.unique_images(
+            f"character_variation_{spec.family}",
+            [({"prompt": v.prompt, "seed": spec.seed + 1 + i, **negative}, "variations", f"var{i:02d}",
+              {"image": base_image}) for i, v in enumerate(prompts.variations)],
+        )
+        accepted = [made.refs[0] for made, _ in pairs]
+        phashes = {h.inputs["image"].key: str(h.record["phash"]) for h in [base_hash, *(h for _, h in pairs)]}
+        lora_record, verdict = (await _lora(run, accepted, base_image, lora_steps, lora_rank)) if lora else (None, None)
+        return accepted, phashes, lora_record, verdict
+
+    async def voice() -> tuple[ArtifactRef, float, ArtifactRef | None]:
+        voice_audio, seconds = await _voice(run, reference_clip)
+        clip = await _intro(run, base_image, voice_audio, seconds, width, height) if intro else None
+        return voice_audio, seconds, clip
+
+    # Both need only the base image: the voice and the (long, single) intro job run beside the variations and the
+    # LoRA, so a character's longest chain is the images' and the fleet has work from both.
+    (accepted, phashes, lora_record, verdict), (voice_audio, seconds, clip) = await both(images(), voice())
     return {"base": base_image, "variations": accepted, "phashes": phashes, "lora": lora_record,
             "verdict": verdict, "voice": voice_audio, "voice_seconds": seconds, "intro": clip}
+
+
+async def both(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Run two branches at once; when one fails, cancel the other (its prompts are taken back) and raise the
+    failure itself (not an ExceptionGroup: the run's state message names what went wrong)."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    branches: tuple[asyncio.Future[Any], ...] = (one, two)
+    try:
+        _, pending = await asyncio.wait(branches, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:  # this run was cancelled: so are both branches
+        for branch in branches:
+            branch.cancel()
+        await asyncio.gather(*branches, return_exceptions=True)
+        raise
+    failed = next((b for b in branches if b.done() and not b.cancelled() and b.exception() is not None), None)
+    if failed is not None:
+        for branch in pending:
+            branch.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        raise failed.exception()  # type: ignore[misc]
+    return one.result(), two.result()
 
 
 async def _lora(run: _Run, accepted: list[ArtifactRef], base: ArtifactRef, steps: int,
