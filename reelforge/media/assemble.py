@@ -37,7 +37,14 @@ from reelforge.media.errors import MediaError
 from reelforge.media.frames import frame_at, last_frame
 from reelforge.media.graph import audio_final_args, concat_copy_args, concat_list, loudness_args, mix_args, mux_args
 from reelforge.media.inputs import inspect_inputs
-from reelforge.media.loudness import Loudness, LoudnessPlan, limiter_plan, parse_ebur128, parse_loudnorm_json
+from reelforge.media.loudness import (
+    Loudness,
+    LoudnessPlan,
+    limiter_plan,
+    parse_ebur128,
+    parse_loudnorm_json,
+    refine_plan,
+)
 from reelforge.media.picture import TimelineFacts, draw_timeline, level_envelope
 from reelforge.media.plan import Plan, make_plan
 from reelforge.media.probe_types import MediaInfo
@@ -50,6 +57,7 @@ from reelforge.records import Product, StageOutput
 __all__ = ["AssemblyResult", "SnapReport", "assemble", "assemble_stage", "snap_to_beats"]
 
 ProgressFn = Callable[[str, float], None]
+MEASURE_ROUNDS = 5  # ebur128 passes over the mix at most, to fit pre-gain and limiter (each ~1% of real time)
 _NO_DUCKING = Ducking(enabled=False)
 
 
@@ -160,17 +168,19 @@ def _sound(
     if target.normalize and not raw.silent:
         lplan = limiter_plan(raw, target_lufs=target.loudness_lufs, true_peak_db=target.true_peak_db)
         measured = raw.shifted(lplan.gain_db)
-        for _ in range(3):
+        previous: tuple[LoudnessPlan, Loudness] | None = None
+        for _ in range(MEASURE_ROUNDS):
             if lplan.limit_db is None:
                 break
             # The limiter changes loudness and peaks: measure the chain the second pass will read.
             out = run_job(loudness_args(mix, gain_db=lplan.gain_db, limit_db=lplan.limit_db), input_path=mix,
                           loglevel="info", progress=check, timeout=_left(deadline))  # fmt: skip
             measured = parse_ebur128(out.stderr)
-            if lplan.fits(measured, target.loudness_lufs):
+            better = refine_plan(lplan, measured, target_lufs=target.loudness_lufs, previous=previous)
+            if better is None:
                 break
-            excess = measured.true_peak + (target.loudness_lufs - measured.integrated) - lplan.ceiling_db
-            lplan = LoudnessPlan(lplan.gain_db, lplan.limit_db - excess - 0.2, lplan.ceiling_db)
+            previous = (lplan, measured)
+            lplan = better
     audio = work / "audio.m4a"
     final = run_job(
         audio_final_args(

@@ -18,7 +18,7 @@ import math
 import re
 from dataclasses import dataclass
 
-__all__ = ["Loudness", "LoudnessPlan", "limiter_plan", "parse_ebur128", "parse_loudnorm_json"]
+__all__ = ["Loudness", "LoudnessPlan", "limiter_plan", "parse_ebur128", "parse_loudnorm_json", "refine_plan"]
 
 _I_RE = re.compile(r"^\s*I:\s+(-?[\d.]+|-inf)\s+LUFS", re.M)
 _THRESH_RE = re.compile(r"^\s*Threshold:\s+(-?[\d.]+|-inf)\s+LUFS", re.M)
@@ -113,3 +113,40 @@ def limiter_plan(
     if raw.true_peak + gain <= ceiling - 0.1:
         return LoudnessPlan(gain_db=gain, limit_db=None, ceiling_db=ceiling)
     return LoudnessPlan(gain_db=gain, limit_db=ceiling - limiter_margin_db, ceiling_db=ceiling)
+
+
+def refine_plan(
+    plan: LoudnessPlan,
+    measured: Loudness,
+    *,
+    target_lufs: float,
+    previous: tuple[LoudnessPlan, Loudness] | None = None,
+    tolerance_lu: float = 0.2,
+) -> LoudnessPlan | None:
+    """The next pre-gain and limiter after measuring ``plan``'s chain as ``measured``; None when it fits.
+
+    It fits when the chain is within ``tolerance_lu`` of the target (loudnorm's own gain is then a fraction of
+    a dB) and its true peak, raised by that gain, stays 0.05 dB under the ceiling (loudnorm stays linear).
+
+    * The limiter holds the peaks at its limit plus an inter-sample overshoot (measured: ``true_peak - limit``,
+      about 1 dB on speech over music); when the peaks sit higher than the ceiling less the room for a final
+      ``tolerance_lu`` of gain, the limit comes down by the excess and 0.1 dB.
+    * Limiting takes loudness away: 1 dB more pre-gain into a limiter adds well under 1 LU. The gain is stepped
+      by what is missing over the slope measured between ``previous`` and this round when both had the same
+      limit (a secant), or over 1 (an under-step: never past the target into more limiting) otherwise.
+
+    Measured: 3-4 rounds from a mix with 17 dB between its true peak and its loudness (bench/assembly.py).
+    """
+    off = target_lufs - measured.integrated
+    room = plan.ceiling_db - 0.05
+    if abs(off) <= tolerance_lu and measured.true_peak + max(off, 0.0) <= room:
+        return None
+    limit = plan.limit_db if plan.limit_db is not None else plan.ceiling_db - 0.8
+    if measured.true_peak > room - tolerance_lu:
+        limit -= measured.true_peak - (room - tolerance_lu) + 0.1
+    slope = 1.0
+    same_limit = previous is not None and previous[0].limit_db == plan.limit_db
+    if previous is not None and same_limit and abs(plan.gain_db - previous[0].gain_db) > 0.01:
+        slope = (measured.integrated - previous[1].integrated) / (plan.gain_db - previous[0].gain_db)
+        slope = min(1.0, max(0.15, slope))
+    return LoudnessPlan(gain_db=plan.gain_db + off / slope, limit_db=limit, ceiling_db=plan.ceiling_db)

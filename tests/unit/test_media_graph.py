@@ -262,3 +262,22 @@ def test_parse_ebur128_and_loudnorm_reports() -> None:
     log = '[Parsed_loudnorm_0 @ 0x1]\n{\n\t"input_i" : "-20.50",\n\t"normalization_type" : "linear"\n}'
     report = parse_loudnorm_json(log)
     assert report["normalization_type"] == "linear"
+
+
+def test_refining_the_limiter_steps_the_gain_by_the_measured_slope_and_lowers_a_limit_that_overshoots() -> None:
+    from reelforge.media.loudness import LoudnessPlan, refine_plan
+
+    start = LoudnessPlan(gain_db=11.2, limit_db=-2.3, ceiling_db=-1.5)
+    # peaks 1 dB over the limit (inter-sample overshoot) and over the ceiling: the limit comes down by the excess
+    first = refine_plan(start, Loudness(-15.4, -25.4, 8.2, -1.3), target_lufs=-14)
+    assert first is not None and first.limit_db == pytest.approx(-2.3 - (-1.3 - (-1.55 - 0.2)) - 0.1)
+    assert first.gain_db == pytest.approx(12.6)  # the limit changed: a plain step of what is missing
+    # same limit, 1.4 dB more gain gave 0.5 LU more: the next step is what is missing over that slope
+    second_measure = Loudness(-14.9, -24.9, 7.0, -1.9)
+    earlier = (LoudnessPlan(11.2, first.limit_db, -1.5), Loudness(-15.4, -25.4, 8.2, -1.9))
+    again = refine_plan(first, second_measure, target_lufs=-14, previous=earlier)
+    assert again is not None and again.limit_db == first.limit_db
+    assert again.gain_db == pytest.approx(12.6 + 0.9 / (0.5 / 1.4))
+    # within 0.2 LU and the peak still under the ceiling after loudnorm's last bit of gain: done
+    assert refine_plan(again, Loudness(-14.1, -24.1, 6.0, -1.9), target_lufs=-14) is None
+    assert refine_plan(again, Loudness(-14.1, -24.1, 6.0, -1.5), target_lufs=-14) is not None
