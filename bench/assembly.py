@@ -311,7 +311,7 @@ def bench_same_output(work: Path, args: argparse.Namespace, size: tuple[int, int
           f"snapped {sum(snap.snapped)}/{len(snap.snapped)}; distance to beat at most {max(errors):.2f} frames")
     ok &= max(errors) <= 1 and music_err_ms == 0
     print(f"  outputs: {result.video}, {result.timeline_png}")
-    return ok
+    return bool(ok)
 
 
 def bench_copy(work: Path, args: argparse.Namespace, size: tuple[int, int]) -> bool:
@@ -341,7 +341,7 @@ def bench_copy(work: Path, args: argparse.Namespace, size: tuple[int, int]) -> b
                                           work / "copy-out"))  # fmt: skip
     print(f"  whole assemble in {result.video_mode} mode ({result.copy_reason}): {wall:.2f} s "
           f"({media_s / wall:.1f}x real time, incl. checks, sound, verify and extras)")  # fmt: skip
-    return speed >= TARGET_COPY_X and result.video_mode == "copy"
+    return bool(speed >= TARGET_COPY_X and result.video_mode == "copy")
 
 
 def bench_memory(work: Path, args: argparse.Namespace) -> bool:
