@@ -4,7 +4,7 @@ assembly, music fitting, beat grid, loudness, subtitles, frames), with their exc
 See docs/media.md for what each part does and the figures measured.
 """
 
-from reelforge.media.assemble import AssemblyResult, SnapReport, assemble, assemble_stage, snap_to_beats
+from reelforge.media.assembly import AssemblyResult, SnapReport, assemble, assemble_stage, snap_to_beats
 from reelforge.media.beats import BeatGrid, analyse_music, beat_grid, onset_envelope, snap_boundaries, timeline_beats
 from reelforge.media.clips import beats_stage, fit_music, last_frame_stage, normalize_clip, normalize_stage
 from reelforge.media.errors import (

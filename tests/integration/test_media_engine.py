@@ -5,7 +5,6 @@ subtitles that really render, exact last frames, and bad input named before any 
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from reelforge.media import (
+    AudioTarget,
     BeatSnap,
     Clip,
     Cue,
@@ -235,9 +235,11 @@ def test_music_is_ducked_under_the_voice(media: Path, tmp_path: Path) -> None:
         clips=[Clip(path=str(media / "black.mp4")), Clip(path=str(media / "b.mp4"), out_s=2.0)],
         dialogue=[DialogueLine(path=str(media / "voice.wav"), start_s=2.0)],
         music=MusicBed(path=str(tmp_path / "m.wav"), gain_db=-6, fade_in_s=0, fade_out_s=0),
-        video=SMALL,
-    )
+        video=SMALL, audio=AudioTarget(loudness_lufs=-23),  # broadcast (EBU R128)
+    )  # fmt: skip
     result = assemble(t, tmp_path / "out")
+    loud = measure_loudness(result.video)
+    assert abs(loud.integrated + 23.0) <= 0.5 and loud.true_peak <= -1.0
     under = _band_rms(result.video, 2.3, 3.8, 2000)  # the voice (300 Hz) speaks from 2.0 to 4.0 s
     free = _band_rms(result.video, 0.3, 1.8, 2000)
     assert free - under > 6.0  # the music is at least 6 dB lower while the voice speaks
@@ -265,7 +267,7 @@ def test_cuts_snap_to_beats_and_the_total_stays_exact(media: Path, tmp_path: Pat
 def test_nothing_is_moved_into_place_when_the_result_is_wrong(
     media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assembly = sys.modules["reelforge.media.assemble"]  # the package's ``assemble`` is the function
+    import reelforge.media.assembly as assembly
 
     def wrong(path: Path, expect: object, **_: object) -> None:
         raise MediaCheckFailed("the output is not what was planned: has 1 frames, not 60", path=path)

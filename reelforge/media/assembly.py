@@ -50,14 +50,16 @@ from reelforge.media.plan import Plan, make_plan
 from reelforge.media.probe_types import MediaInfo
 from reelforge.media.runner import Progress, run_job
 from reelforge.media.subtitles import check_font, fonts_dir, load_font, render_check, write_ass, write_srt
-from reelforge.media.timeline import Ducking, Timeline
-from reelforge.media.verify import OutputExpectation, OutputReport, verify_output
+from reelforge.media.timeline import AudioTarget, Ducking, Timeline
+from reelforge.media.verify import OutputExpectation, OutputReport, measure_loudness, verify_output
 from reelforge.records import Product, StageOutput
 
 __all__ = ["AssemblyResult", "SnapReport", "assemble", "assemble_stage", "snap_to_beats"]
 
 ProgressFn = Callable[[str, float], None]
 MEASURE_ROUNDS = 5  # ebur128 passes over the mix at most, to fit pre-gain and limiter (each ~1% of real time)
+AAC_MARGIN_DB = 0.5  # true-peak headroom left for the AAC encoder at first
+ENCODE_ATTEMPTS = 3  # audio encodes at most, each with more margin when the encoded true peak is too high
 _NO_DUCKING = Ducking(enabled=False)
 
 
@@ -150,6 +152,31 @@ def snap_to_beats(timeline: Timeline, infos: Mapping[str, MediaInfo], grid: Beat
     return timeline.model_copy(update={"clips": clips}), report
 
 
+def _loudness_plan(
+    raw: Loudness, mix: Path, target: AudioTarget, margin: float, check: Callable[[Progress], None],
+    deadline: float | None,
+) -> tuple[LoudnessPlan | None, Loudness | None]:
+    """Pre-gain and limiter for the second pass, and the measurement of that chain (None, None: not normalized)."""
+    if not target.normalize or raw.silent:
+        return None, None
+    lplan = limiter_plan(raw, target_lufs=target.loudness_lufs, true_peak_db=target.true_peak_db, aac_margin_db=margin)
+    measured = raw.shifted(lplan.gain_db)
+    previous: tuple[LoudnessPlan, Loudness] | None = None
+    for _ in range(MEASURE_ROUNDS):
+        if lplan.limit_db is None:
+            break
+        # The limiter changes loudness and peaks: measure the chain the second pass will read.
+        out = run_job(loudness_args(mix, gain_db=lplan.gain_db, limit_db=lplan.limit_db), input_path=mix,
+                      loglevel="info", progress=check, timeout=_left(deadline))  # fmt: skip
+        measured = parse_ebur128(out.stderr)
+        better = refine_plan(lplan, measured, target_lufs=target.loudness_lufs, previous=previous)
+        if better is None:
+            break
+        previous = (lplan, measured)
+        lplan = better
+    return lplan, measured
+
+
 def _sound(
     plan: Plan, timeline: Timeline, work: Path, check: Callable[[Progress], None], deadline: float | None
 ) -> tuple[Path, LoudnessPlan | None, str]:
@@ -163,35 +190,29 @@ def _sound(
         progress=check, timeout=_left(deadline), loglevel="info",
     )  # fmt: skip
     raw = parse_ebur128(job.stderr)
-    lplan: LoudnessPlan | None = None
-    measured: Loudness | None = None
-    if target.normalize and not raw.silent:
-        lplan = limiter_plan(raw, target_lufs=target.loudness_lufs, true_peak_db=target.true_peak_db)
-        measured = raw.shifted(lplan.gain_db)
-        previous: tuple[LoudnessPlan, Loudness] | None = None
-        for _ in range(MEASURE_ROUNDS):
-            if lplan.limit_db is None:
-                break
-            # The limiter changes loudness and peaks: measure the chain the second pass will read.
-            out = run_job(loudness_args(mix, gain_db=lplan.gain_db, limit_db=lplan.limit_db), input_path=mix,
-                          loglevel="info", progress=check, timeout=_left(deadline))  # fmt: skip
-            measured = parse_ebur128(out.stderr)
-            better = refine_plan(lplan, measured, target_lufs=target.loudness_lufs, previous=previous)
-            if better is None:
-                break
-            previous = (lplan, measured)
-            lplan = better
     audio = work / "audio.m4a"
-    final = run_job(
-        audio_final_args(
-            mix, audio, plan=plan, target_lufs=target.loudness_lufs,
-            target_tp=lplan.ceiling_db if lplan else target.true_peak_db,
-            measured=measured.as_measured() if measured is not None else None,
-            gain_db=lplan.gain_db if lplan else 0.0, limit_db=lplan.limit_db if lplan else None,
-            bitrate=target.bitrate,
-        ),
-        input_path=mix, total_s=plan.duration_s, progress=check, timeout=_left(deadline), loglevel="info",
-    )  # fmt: skip
+    margin = AAC_MARGIN_DB
+    for _attempt in range(ENCODE_ATTEMPTS):
+        lplan, measured = _loudness_plan(raw, mix, target, margin, check, deadline)
+        final = run_job(
+            audio_final_args(
+                mix, audio, plan=plan, target_lufs=target.loudness_lufs,
+                target_tp=lplan.ceiling_db if lplan else target.true_peak_db,
+                measured=measured.as_measured() if measured is not None else None,
+                gain_db=lplan.gain_db if lplan else 0.0, limit_db=lplan.limit_db if lplan else None,
+                bitrate=target.bitrate,
+            ),
+            input_path=mix, total_s=plan.duration_s, progress=check, timeout=_left(deadline), loglevel="info",
+        )  # fmt: skip
+        if lplan is None:
+            break
+        # AAC raises true peaks (0.3-0.8 dB measured, more on peaky mixes): measure the encoded sound and, when
+        # its peak passes the target, encode again with that much more margin (the picture is not touched).
+        encoded = measure_loudness(audio, timeout=_left(deadline))
+        excess = encoded.true_peak - (target.true_peak_db - 0.05)
+        if excess <= 0:
+            break
+        margin += excess + 0.1
     kind = "none"
     if measured is not None:
         try:
