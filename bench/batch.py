@@ -65,10 +65,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             task_runs = server.count_task_runs() - task_runs
             flow_runs = server.count_flow_runs() - flow_runs
             done = prompts(workers.histories(), since=began)
+        summary = (batch.payload.get("result") or {}).get("summary")
         if batch.returncode != 0:
             print(batch.stderr_tail, file=sys.stderr)
-            raise SystemExit(f"the batch failed (exit {batch.returncode}): {json.dumps(batch.payload)[:2000]}")
-    summary = batch.payload["result"]["summary"]
+            if not summary or not summary["totals"]["completed"]:
+                raise SystemExit(f"the batch failed (exit {batch.returncode}): {json.dumps(batch.payload)[:2000]}")
+            failed = [(r["row"], r["error"]) for r in summary["rows"] if r["status"] != "completed"]
+            print(f"WARNING: the batch failed (exit {batch.returncode}); rows not made: {failed}", file=sys.stderr)
     if args.timeline:
         args.timeline.write_text(json.dumps([p.__dict__ for p in sorted(done, key=lambda p: p.start)], indent=1))
     return figures(args, summary, batch, done, server_cpu, task_runs, flow_runs, server.database)
@@ -94,7 +97,9 @@ def figures(args: argparse.Namespace, summary: dict[str, Any], batch: Any, done:
     cpu_bound_fleet = (1.0 / cpu_per_task) * real_per_character / tasks_per_character
     orchestrator_cpu_per_character = batch.cpu_s / made
     return {
-        "characters": made, "workers": args.workers, "scale": args.scale, "variations": args.variations,
+        "characters": made, "not_made": summary["totals"]["rows"] - made,
+        "rows_run_again": sum(1 for row in summary["rows"] if row.get("attempts", 1) > 1),
+        "workers": args.workers, "scale": args.scale, "variations": args.variations,
         "concurrency": args.concurrency or args.characters, "prompts": len(done),
         "regenerated": sum(1 for p in done if re.search(r"-r\d+$", p.job_id)),
         "gpu_s_per_character": round(per_character, 2),
@@ -123,7 +128,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"\n{r['characters']} characters ({r['variations']} variations each), {r['workers']} preview workers at "
           f"gpu:{r['scale']} ({r['gpu_s_per_character']} GPU s per character here, {r['real_gpu_s_per_character']} "
           f"at real timings), {r['concurrency']} at once, Prefect on {r['database']}")
-    print(f"  prompts executed            {r['prompts']} ({r['regenerated']} near-duplicate regenerations)")
+    print(f"  prompts executed            {r['prompts']} ({r['regenerated']} near-duplicate regenerations); "
+          f"characters not made {r['not_made']}, run again {r['rows_run_again']}")
     print(f"  characters per hour         {r['characters_per_hour']}   fleet bound {r['fleet_bound_per_hour']}   "
           f"ratio {r['ratio_to_bound']} (target >= 0.95)")
     print(f"  makespan                    {r['makespan_s']} s   ideal {r['ideal_s']} s   ratio "

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -52,8 +53,13 @@ from tasks.cancellation import cancel_scope, on_batch_cancellation, on_batch_cra
 from tasks.context import current_flow_run_id
 from tasks.events import batch_finished
 from tasks.progress import FlowProgress, ProgressSnapshot, Step, add_listener
+from tasks.retry import is_infrastructure_failure
 
 __all__ = ["BatchResult", "batch_flow", "print_batch_summary"]
+
+log = logging.getLogger(__name__)
+
+ROW_RETRY_DELAY_S = 5.0  # before a character's second run; x4 for each further one, at most a minute
 
 
 class BatchResult(BaseModel):
@@ -148,19 +154,37 @@ class _Batch:
             self.running += 1
             outcome.status = "running"
             try:
-                await self._character(row, outcome)
+                await self._attempts(row, outcome)
             except asyncio.CancelledError:
                 outcome.status, outcome.error = "cancelled", "the batch was cancelled"
                 raise
-            except Exception as exc:  # one character failing never stops the others
-                outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
             finally:
                 self.running -= 1
                 self.budget.record(outcome.gpu_seconds, outcome.cost, executed=outcome.executed > 0)
-                if outcome.status == "completed":  # type: ignore[comparison-overlap]  # set by _character
+                status: str = outcome.status  # set by _attempts (mypy narrows the attribute to "running")
+                if status == "completed":
                     self.progress.job_done(f"row{row.row}")
                 else:
-                    self.progress.job_failed(f"row{row.row}", counted=outcome.status == "failed")
+                    self.progress.job_failed(f"row{row.row}", counted=status == "failed")
+
+    async def _attempts(self, row: BatchRow, outcome: RowOutcome) -> None:
+        """Run the row's character; run it again (from cache) after an infrastructure failure, up to
+        REELFORGE_BATCH_ROW_RETRIES times: a Prefect API that answered 503 under load, a crashed run, a worker or
+        store that stayed away through the stage's own retries."""
+        retries = self.engine.settings.batch.row_retries
+        for attempt in range(1, retries + 2):
+            outcome.attempts = attempt
+            try:
+                again = await self._character(row, outcome)
+            except Exception as exc:  # one character failing never stops the others
+                outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+                again = is_infrastructure_failure(exc)
+            if outcome.status != "failed" or not again or attempt > retries:
+                return
+            delay = min(60.0, ROW_RETRY_DELAY_S * 4 ** (attempt - 1))
+            log.warning("row %s (%s): %s; running it again in %.0f s (attempt %s of %s)", row.row, row.name,
+                        outcome.error, delay, attempt + 1, retries + 1)
+            await asyncio.sleep(delay)
 
     def _parameters(self, row: BatchRow) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -173,12 +197,14 @@ class _Batch:
             params["variations"] = row.variations
         return params
 
-    async def _character(self, row: BatchRow, outcome: RowOutcome) -> None:
+    async def _character(self, row: BatchRow, outcome: RowOutcome) -> bool:
+        """One run of the row's character; True when it failed in a way a new run may not (infrastructure)."""
         settings = self.engine.settings.batch
         run_name = f"{self.summary.batch_id}-row{row.row}-{row.slug}"[:120]
+        if outcome.attempts > 1:
+            run_name = f"{run_name[:116]}-a{outcome.attempts}"
         if settings.fan_out == "deployment":
-            await self._deployed(row, outcome, run_name)
-            return
+            return await self._deployed(row, outcome, run_name)
         token = JOB_PRIORITY.set(row.row)  # rows started first finish first (see WorkerPool.run)
         try:
             state: State[Any] = await character_flow.with_options(  # type: ignore[misc]
@@ -191,14 +217,16 @@ class _Batch:
         if state.is_completed() and isinstance(result, CharacterResult):
             _fill(outcome, result)
             outcome.status = "completed"
-        elif state.is_cancelled():
+            return False
+        if state.is_cancelled():
             outcome.status, outcome.error = "cancelled", state.message or "cancelled"
-        else:
-            outcome.status = "failed"
-            why = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
-            outcome.error = (why or state.message or state.name or "failed")[:2000]
+            return False
+        outcome.status = "failed"
+        why = f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else None
+        outcome.error = (why or state.message or state.name or "failed")[:2000]
+        return state.is_crashed() or is_infrastructure_failure(result if isinstance(result, BaseException) else None)
 
-    async def _deployed(self, row: BatchRow, outcome: RowOutcome, run_name: str) -> None:
+    async def _deployed(self, row: BatchRow, outcome: RowOutcome, run_name: str) -> bool:
         """The character as a run of its deployment (another machine's worker may take it); its manifest is
         read back from the store."""
         from prefect.deployments import run_deployment
@@ -212,7 +240,7 @@ class _Batch:
         if state is None or not state.is_completed():
             outcome.status = "cancelled" if state is not None and state.is_cancelled() else "failed"
             outcome.error = (state.message if state is not None else None) or "the character run did not complete"
-            return
+            return state is not None and state.is_crashed()
         manifest = await asyncio.to_thread(read_manifest, self.engine.store, run_manifest_key(str(run.id)))
         key = character_manifest_key(row.slug, _version_of(manifest))
         character = await asyncio.to_thread(read_manifest, self.engine.store, key)
@@ -223,6 +251,7 @@ class _Batch:
         outcome.cached = len(character.stages) - outcome.executed
         verdict = character.details.get("verdict") or {}
         outcome.score = verdict.get("score")
+        return False
 
 
 def _version_of(run_manifest: Any) -> int:

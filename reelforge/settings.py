@@ -334,6 +334,10 @@ class BatchSettings(_EnvSettings):
         default=900.0, gt=0,
         description="GPU seconds one character is estimated to take, for the budget until one has finished",
     )
+    row_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="runs of a character again after an infrastructure failure (API 5xx, a crashed run)",
+    )
     fan_out: Literal["subflow", "deployment"] = Field(
         default="subflow",
         description="each character as a subflow sharing this process's worker pool, or a run of a deployment",

@@ -29,6 +29,7 @@ class RowOutcome(BaseModel):
     role: str | None = None
     renamed_from: str | None = None  # the name asked for, when it was taken and a suffix made it unique
     score: float | None = None  # the identity score of its LoRA
+    attempts: int = 0  # runs of its character started (more than 1: run again after an infrastructure failure)
 
 
 class BatchTotals(BaseModel):

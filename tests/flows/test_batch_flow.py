@@ -284,3 +284,57 @@ async def test_batch_cancel_hook_removes_every_character_runs_prompts(
         assert "execution_interrupted" in [m[0] for m in history["p0"]["status"]["messages"]]
     finally:
         held.stop()
+
+
+class _Flaky:
+    """character_flow whose first ``fail`` calls raise ``error`` before the run starts (as the Prefect API
+    answering 503 when the subflow's task run is created does); later calls run the real flow."""
+
+    def __init__(self, error: BaseException, fail: int = 1) -> None:
+        from flows.character import character_flow
+
+        self.real, self.error, self.fail = character_flow, error, fail
+        self.names: list[str] = []
+
+    def with_options(self, **options: Any) -> Any:
+        inner = self.real.with_options(**options)
+
+        async def call(**params: Any) -> Any:
+            self.names.append(options["flow_run_name"])
+            if len(self.names) <= self.fail:
+                raise self.error
+            return await inner(**params)
+
+        return call
+
+
+def _http_error(status: int) -> BaseException:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/task_runs/")
+    return PrefectHTTPStatusError(f"Server error '{status}'", request=request,
+                                  response=httpx.Response(status, request=request))
+
+
+@pytest.mark.parametrize(
+    ("error", "retries", "attempts", "made"),
+    [(_http_error(503), "2", 2, True), (_http_error(503), "0", 1, False), (ValueError("bad spec"), "2", 1, False)],
+    ids=["api-503-run-again", "no-retries", "a-bug-is-not-retried"],
+)
+async def test_a_character_is_run_again_after_an_infrastructure_failure(
+    env: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException, retries: str, attempts: int, made: bool
+) -> None:
+    import flows.batch as batch_module
+
+    flaky = _Flaky(error)
+    monkeypatch.setattr(batch_module, "character_flow", flaky)
+    monkeypatch.setattr(batch_module, "ROW_RETRY_DELAY_S", 0.01)
+    monkeypatch.setenv("REELFORGE_BATCH_ROW_RETRIES", retries)
+    state, result = await run(character_type="rapper", count=1, seed=9)
+    [row] = result.summary.rows
+    assert row.attempts == attempts and len(flaky.names) == attempts
+    assert (row.status == "completed") is made and (state == "COMPLETED") is made
+    if attempts > 1:
+        assert flaky.names[1] == f"{flaky.names[0]}-a2"
+    if not made:
+        assert type(error).__name__ in (row.error or "")
