@@ -23,7 +23,7 @@ import inspect
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -111,11 +111,14 @@ def _validated(command: FlowCommand, values: Mapping[str, Any], source: Mapping[
 
 
 def register(
-    name: str, flow: Flow[..., Any], summary: Summary, *, aliases: Mapping[str, str] | None = None
+    name: str, flow: Flow[..., Any], summary: Summary, *, aliases: Mapping[str, str] | None = None,
+    arguments: Sequence[str] = (),
 ) -> FlowCommand:
     """Add ``reelforge run <name>`` with one option per flow parameter, ``--spec`` and ``--json``.
 
-    ``aliases``: a shorter option for a parameter (``{"character_type": "--type"}``), accepted beside its own."""
+    ``aliases``: a shorter option for a parameter (``{"character_type": "--type"}``), accepted beside its own.
+    ``arguments``: parameters given positionally (``reelforge run template NAME``). A ``list[str]`` parameter is an
+    option given once per item (``--set a=1 --set b=2``)."""
     command = FlowCommand(name, flow, summary, _parameters(flow))
     hints = command.params.model_fields
 
@@ -127,14 +130,20 @@ def register(
             values = _load_spec(spec_file) if spec_file else {}
             source = {k: f"--spec {spec_file} '{k}'" for k in values}
             values.update(_coerce_cli(command, raw))
-            source.update({k: _option(k) for k in raw})
+            source.update({k: k.upper() if k in arguments else _option(k) for k in raw})
+            source.update({k: k.upper() for k in arguments if k not in values})
             params = _validated(command, values, source)
         except BadInput as exc:
             Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from exc
         raise typer.Exit(execute(command, params, as_json=as_json))
 
-    parameters = [_cli_parameter(field, info, (aliases or {}).get(field)) for field, info in hints.items()]
+    parameters = [_cli_argument(field, info) for field, info in hints.items() if field in arguments]
+    parameters += [
+        _cli_parameter(field, info, (aliases or {}).get(field))
+        for field, info in hints.items()
+        if field not in arguments
+    ]
     parameters += [
         inspect.Parameter(
             "spec", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None,
@@ -152,14 +161,24 @@ def register(
     return command
 
 
+def _cli_argument(field: str, info: FieldInfo) -> inspect.Parameter:
+    """A positional argument (a string pydantic validates)."""
+    argument = typer.Argument(None, metavar=field.upper(), help=_help(field, info), show_default=False)
+    return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=argument, annotation=str | None)
+
+
 def _cli_parameter(field: str, info: FieldInfo, alias: str | None = None) -> inspect.Parameter:
-    """One option: ``--x/--no-x`` for a bool parameter, else ``--x VALUE`` (a string pydantic validates)."""
+    """One option: ``--x/--no-x`` for a bool parameter, ``--x VALUE`` given once per item for a ``list[str]``,
+    else ``--x VALUE`` (a string pydantic validates)."""
     if info.annotation is bool:
         option = typer.Option(
             None, f"{_option(field)}/--no-{field.replace('_', '-')}", help=_help(field, info), show_default=False
         )
         return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=bool | None)
     names = [_option(field)] + ([alias] if alias else [])
+    if get_origin(info.annotation) is list:
+        option = typer.Option(None, *names, metavar="TEXT", help=_help(field, info), show_default=False)
+        return inspect.Parameter(field, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=list[str] | None)
     option = typer.Option(
         None, *names, metavar=_metavar(info.annotation), help=_help(field, info), show_default=False
     )
@@ -188,7 +207,10 @@ def _help(field: str, info: FieldInfo) -> str:
     if bounds:
         parts.append(", ".join(bounds))
     optional = type(None) in get_args(info.annotation)
-    parts.append(f"default {info.default!r}" + ("; 'none' to leave it unset" if optional else ""))
+    if info.is_required():
+        parts.append("required")
+    else:
+        parts.append(f"default {info.default!r}" + ("; 'none' to leave it unset" if optional else ""))
     return escape("; ".join(parts))
 
 
@@ -310,10 +332,13 @@ def main() -> None:
 def _register_flows() -> None:
     from flows.batch import batch_flow, print_batch_summary
     from flows.character import character_flow, print_summary
+    from flows.template import print_template_summary, template_flow
 
     if not run_app.registered_commands:
         register("character", character_flow, print_summary)
         register("batch", batch_flow, print_batch_summary, aliases={"character_type": "--type"})
+        register("template", template_flow, print_template_summary, arguments=("name",),
+                 aliases={"set_values": "--set", "inputs": "--input"})
 
 
 if __name__ == "__main__":

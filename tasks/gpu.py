@@ -32,8 +32,9 @@ _STORED_KINDS = frozenset({"image", "video", "audio", "lora", "json", "text"})
 
 
 @lru_cache(maxsize=256)
-def template_named(name: str) -> Template:
-    return load_template(name)
+def template_named(name: str, folder: str | None = None) -> Template:
+    """The template ``name`` of ``folder`` (default workflows/), loaded once per process."""
+    return load_template(name, folder=Path(folder) if folder else None)
 
 
 def _owner(job_id: str, cache_key: str) -> JobOwner:
@@ -65,7 +66,7 @@ async def gpu_call(
 ) -> StageOutput:
     """Run the stage's template and return its downloaded outputs and the job's facts."""
     assert stage.template is not None
-    template = template_named(stage.template)
+    template = template_named(stage.template, stage.folder)
     engine = runtime.engine
     workers = engine.settings.workers
     timeout = min(runtime.timeout_for(stage), workers.job_timeout_s)

@@ -100,6 +100,7 @@ class Stage(BaseModel):
     timeout: TimeoutKind = "cpu"
     fn: str | None = None  # "module:function" for thread/process stages
     template: str | None = None  # for gpu stages
+    folder: str | None = None  # the template's folder when it is not workflows/ (not part of the cache key)
 
     @classmethod
     def cpu(
@@ -112,11 +113,13 @@ class Stage(BaseModel):
         return cls(name=name, version=version, kind=kind, fn=function_path(fn), timeout=timeout)
 
     @classmethod
-    def gpu(cls, template_name: str) -> Stage:
-        """The GPU stage of a workflow template: its version is the template's content hash."""
-        template = template_named(template_name)
+    def gpu(cls, template_name: str, folder: str | None = None) -> Stage:
+        """The GPU stage of a workflow template (from ``folder``, default workflows/): its version is the
+        template's content hash."""
+        template = template_named(template_name, folder)
         timeout = cast(TimeoutKind, template.kind if template.kind in _GPU_TIMEOUTS else "video")
-        return cls(name=template.name, version=template.version, kind="gpu", timeout=timeout, template=template.name)
+        return cls(name=template.name, version=template.version, kind="gpu", timeout=timeout, template=template.name,
+                   folder=folder)
 
 
 def stage_cache_key(stage: Stage, params: Mapping[str, Any], inputs: Mapping[str, ArtifactRef] | None = None) -> str:

@@ -26,6 +26,7 @@ from reelforge.storage.keys import (
     production_key,
     run_key,
     safe_slug,
+    template_prefix,
 )
 from reelforge.storage.lineage import (
     JobFacts,
@@ -82,6 +83,7 @@ __all__ = [
     "run_key",
     "run_manifest_key",
     "safe_slug",
+    "template_prefix",
     "write_manifest",
 ]
 

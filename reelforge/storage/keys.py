@@ -143,6 +143,11 @@ def run_key(flow_run_id: str, filename: str) -> str:
     return check_key(f"runs/{flow_run_id}/{_filename(filename)}")
 
 
+def template_prefix(template: str, part: str) -> str:
+    """``templates/<template>/<part>/``: the inputs and outputs of ``reelforge run template`` for one template."""
+    return _checked_slug_key("templates", template, part) + "/"
+
+
 def _checked_slug_key(*parts: str) -> str:
     for part in parts[1:]:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", part):

@@ -140,8 +140,8 @@ _FFMETADATA_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
 def parse_ffmetadata(text: str) -> dict[str, str]:
-    """The global section of ffmpeg's ``-f ffmetadata`` output (``key=value``, ``\\`` escapes ``=;#\\`` and
-    newlines), keys lower-cased."""
+    """The tags of ffmpeg's ``-f ffmetadata`` output (``key=value``, ``\\`` escapes ``=;#\\`` and newlines), keys
+    lower-cased: the global ones first, then those of the streams (an Ogg file keeps its tags on the stream)."""
     found: dict[str, str] = {}
     lines = text.split("\n")
     i = 0
@@ -151,7 +151,7 @@ def parse_ffmetadata(text: str) -> dict[str, str]:
         if line.startswith(";") or not line:
             continue
         if line.startswith("["):
-            break  # [STREAM] / [CHAPTER]: the global tags are done
+            continue  # [STREAM] / [CHAPTER]: their tags count after the global ones (Ogg keeps tags per stream)
         while line.endswith("\\") and not line.endswith("\\\\") and i < len(lines):  # an escaped newline
             line = line[:-1] + "\n" + lines[i]
             i += 1
@@ -173,13 +173,12 @@ def _split_unescaped(line: str) -> tuple[str, str, str]:
     return line, "", ""
 
 
-def _media_tags(path: Path) -> dict[str, str] | None:
-    """Container tags of an audio or video file, or None when ffmpeg cannot read it as media."""
+def _ffmetadata(path: Path, *extra: str) -> dict[str, str] | None:
     from reelforge.media.ffmpeg import ffmpeg_exe
 
     try:
         done = subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+            [ffmpeg_exe(), "-v", "error", "-i", str(path), *extra, "-f", "ffmetadata", "-"],
             capture_output=True, timeout=60, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -187,6 +186,15 @@ def _media_tags(path: Path) -> dict[str, str] | None:
     if done.returncode != 0:
         return None
     return parse_ffmetadata(done.stdout.decode("utf-8", "replace"))
+
+
+def _media_tags(path: Path) -> dict[str, str] | None:
+    """Tags of an audio or video file (the container's, else its first stream's: Ogg keeps them there), or None
+    when ffmpeg cannot read it as media."""
+    tags = _ffmetadata(path)
+    if tags is not None and "prompt" not in tags:
+        tags = {**(_ffmetadata(path, "-map_metadata", "0:s:0") or {}), **tags}
+    return tags
 
 
 def _latent_tags(data: bytes) -> dict[str, str] | None:

@@ -268,8 +268,8 @@ def test_animated_png_comf_chunk_and_latent_header(folder: Path, lock: Path, tmp
 
 
 def test_ffmetadata_escapes() -> None:
-    text = ';FFMETADATA1\nPROMPT={"a": "x\\=y\\;z\\#\\\\"}\nencoder=Lavf\n[STREAM]\nprompt=no\n'
-    assert parse_ffmetadata(text) == {"prompt": '{"a": "x=y;z#\\"}', "encoder": "Lavf"}
+    text = ';FFMETADATA1\nPROMPT={"a": "x\\=y\\;z\\#\\\\"}\nencoder=Lavf\n[STREAM]\nprompt=no\nworkflow={}\n'
+    assert parse_ffmetadata(text) == {"prompt": '{"a": "x=y;z#\\"}', "encoder": "Lavf", "workflow": "{}"}
     assert parse_ffmetadata('workflow={"n": "a\\\nb"}\n') == {"workflow": '{"n": "a\nb"}'}
 
 
