@@ -25,6 +25,7 @@ from the end of the first batch to the end, against its bound (``--rss-bound``, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -138,10 +139,11 @@ def soak(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="reelforge-soak-") as tmp:
         work = Path(tmp)
         latency = f"gpu:{args.scale}"
-        with prefect_server(work) as server:
+        with prefect_server(work) as server, contextlib.ExitStack() as stack:
             workers = [Worker(i, free_port(), args.faults) for i in range(args.workers)]
             for w in workers:
                 launch(work, w, latency, rng)
+                stack.callback(lambda w=w: w.proc is not None and stop(w.proc, grace=5))  # its current life
             record = Record()
             env = batch_env(server.url, [w.url for w in workers], work,
                             REELFORGE_BATCH_CONCURRENCY=str(args.concurrency), PYTHONUNBUFFERED="1")
@@ -157,7 +159,7 @@ def soak(args: argparse.Namespace) -> int:
                 orch = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=err,
                                         start_new_session=True)
             batches: list[dict[str, Any]] = []
-            samples: list[tuple[float, int, int, int]] = []  # (t, tree RSS, fds, characters done so far)
+            samples: list[tuple[float, int, int, int, int]] = []  # (t, RSS, tree RSS, fds, characters done)
             kills = 0
 
             def read_batches() -> None:
@@ -174,38 +176,39 @@ def soak(args: argparse.Namespace) -> int:
             next_kill = time.monotonic() + args.kill_every
             next_sample = time.monotonic()
             victim = 0
-            while orch.poll() is None:
-                time.sleep(SNAPSHOT_S)
-                record.snapshot(workers)
-                now = time.monotonic()
-                if now >= next_sample:
-                    next_sample = now + SAMPLE_S
-                    pids = tree_of(orch.pid)
-                    done = sum(b["completed"] for b in batches)
-                    samples.append((now - began, sum(rss_bytes(p) for p in pids), open_fds(orch.pid), done))
-                    t, rss, fds, _ = samples[-1]
-                    print(f"  [{t:6.0f} s] orchestrator RSS {rss / 2**20:6.1f} MiB, {fds} fds, {done} characters",
-                          flush=True)
-                if args.kill_every and now >= next_kill and time.time() < until:
-                    next_kill = now + args.kill_every
-                    w = workers[victim % len(workers)]
-                    victim += 1
-                    record.snapshot([w], items=None)
-                    if w.proc is not None:
-                        os.killpg(w.proc.pid, signal.SIGKILL)
-                        w.proc.wait()
-                    kills += 1
-                    print(f"  [{now - began:6.0f} s] SIGKILL worker{w.index}; back in 3 s", flush=True)
-                    time.sleep(3)
-                    launch(work, w, latency, rng)
+            try:
+                while orch.poll() is None:
+                    time.sleep(SNAPSHOT_S)
+                    record.snapshot(workers)
+                    now = time.monotonic()
+                    if now >= next_sample:
+                        next_sample = now + SAMPLE_S
+                        pids = tree_of(orch.pid)
+                        done = sum(b["completed"] for b in batches)
+                        samples.append((now - began, rss_bytes(orch.pid), sum(rss_bytes(p) for p in pids),
+                                        open_fds(orch.pid), done))
+                        t, rss, tree, fds, _ = samples[-1]
+                        print(f"  [{t:6.0f} s] orchestrator RSS {rss / 2**20:6.1f} MiB (with its CPU stage processes "
+                              f"{tree / 2**20:6.1f} MiB), {fds} fds, {done} characters", flush=True)
+                    if args.kill_every and now >= next_kill and time.time() < until:
+                        next_kill = now + args.kill_every
+                        w = workers[victim % len(workers)]
+                        victim += 1
+                        record.snapshot([w], items=None)
+                        if w.proc is not None:
+                            os.killpg(w.proc.pid, signal.SIGKILL)
+                            w.proc.wait()
+                        kills += 1
+                        print(f"  [{now - began:6.0f} s] SIGKILL worker{w.index}; back in 3 s", flush=True)
+                        time.sleep(3)
+                        launch(work, w, latency, rng)
+            finally:
+                stop(orch, grace=10)  # on an error or SIGTERM here too: it lives in its own session
             reader.join(timeout=30)
             wall = time.monotonic() - began
             record.snapshot(workers, items=None)
             stuck = stuck_runs(server.url) + queued_prompts(workers)
             lives = sum(w.lives for w in workers)
-            for w in workers:
-                if w.proc is not None:
-                    stop(w.proc, grace=5)
             if orch.returncode != 0:
                 print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
     return report(args, batches, samples, record, stuck, kills, lives, wall, orch.returncode)
@@ -233,7 +236,7 @@ def queued_prompts(workers: list[Worker]) -> int:
     return left
 
 
-def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: list[tuple[float, int, int, int]],
+def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: list[tuple[float, int, int, int, int]],
            record: Record, stuck: int, kills: int, lives: int, wall: float, rc: int) -> int:
     by_key: dict[str, list[str]] = {}
     for key, status in record.prompts.values():
@@ -242,20 +245,23 @@ def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: lis
     lost = sorted(k for k, s in by_key.items() if "success" not in s)
     made = sum(b["completed"] for b in batches)
     failed = sum(b["failed"] for b in batches)
-    # RSS growth: from the first sample after the first batch ended to the last quarter's median.
-    first_end = next((i for i, s in enumerate(samples) if s[3] > 0), None)
-    growth = None
-    if first_end is not None and len(samples) - first_end >= 4:
-        start = samples[first_end][1]
-        tail = [s[1] for s in samples[-max(2, (len(samples) - first_end) // 4):]]
-        growth = statistics.median(tail) / start - 1.0
-    fd_growth = (samples[-1][2] - samples[first_end][2]) if first_end is not None and samples else None
+    # RSS growth of the orchestrator process (its CPU stage processes come and go): the median of the last
+    # quarter of the samples against the median of the first quarter after the first batch ended.
+    first_end = next((i for i, s in enumerate(samples) if s[4] > 0), None)
+    growth = fd_growth = None
+    if first_end is not None and len(samples) - first_end >= 8:
+        settled = samples[first_end:]
+        quarter = len(settled) // 4
+        head, tail = settled[:quarter], settled[-quarter:]
+        growth = statistics.median(s[1] for s in tail) / statistics.median(s[1] for s in head) - 1.0
+        fd_growth = max(s[3] for s in tail) - max(s[3] for s in head)
     figures = {
         "minutes": args.minutes, "workers": args.workers, "scale": args.scale, "faults": args.faults,
         "kill_every_s": args.kill_every, "worker_kills": kills, "worker_lives": lives, "batches": len(batches),
         "characters_completed": made, "characters_failed": failed, "prompts": len(record.prompts),
         "cache_keys": len(by_key), "jobs_lost": len(lost), "executed_twice": len(twice), "runs_stuck": stuck,
         "rss_first_batch_mib": round(samples[first_end][1] / 2**20, 1) if first_end is not None else None,
+        "tree_rss_peak_mib": round(max(s[2] for s in samples) / 2**20, 1) if samples else None,
         "rss_end_mib": round(samples[-1][1] / 2**20, 1) if samples else None,
         "rss_peak_mib": round(max(s[1] for s in samples) / 2**20, 1) if samples else None,
         "rss_growth": round(growth, 3) if growth is not None else None, "rss_bound": args.rss_bound,
@@ -272,8 +278,9 @@ def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: lis
     if twice:
         print(f"  twice: {twice[:5]}")
     print(f"  orchestrator RSS: {figures['rss_first_batch_mib']} MiB after the first batch, {figures['rss_end_mib']}"
-          f" MiB at the end, peak {figures['rss_peak_mib']} MiB; growth {figures['rss_growth']} (bound "
-          f"{args.rss_bound}); open fds growth {fd_growth}")
+          f" MiB at the end, peak {figures['rss_peak_mib']} MiB (with its CPU stage processes "
+          f"{figures['tree_rss_peak_mib']} MiB); growth {figures['rss_growth']} (bound {args.rss_bound}, last "
+          f"quarter against the first); open fds growth {fd_growth}")
     if args.json:
         args.json.write_text(json.dumps(figures | {"batch_lines": batches, "samples": samples}, indent=1))
     ok = (rc == 0 and not lost and not twice and not stuck and made > 0 and failed == 0
@@ -303,6 +310,8 @@ def main() -> int:
     parser.add_argument("--orchestrate", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--until", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the server, the workers and the orchestrator (own sessions) are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return orchestrate(args) if args.orchestrate else soak(args)
 
 

@@ -179,6 +179,8 @@ class _Batch:
             except Exception as exc:  # one character failing never stops the others
                 outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
                 again = is_infrastructure_failure(exc)
+            if outcome.status == "completed":
+                outcome.error = None  # an earlier attempt's failure is in the log; attempts says there was one
             if outcome.status != "failed" or not again or attempt > retries:
                 return
             delay = min(60.0, ROW_RETRY_DELAY_S * 4 ** (attempt - 1))

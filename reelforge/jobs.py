@@ -204,6 +204,20 @@ async def find_saved(client: ComfyClient, saved: SavedModel) -> list[OutputFile]
     return files
 
 
+VALIDATE_RETRY_DELAYS_S = (0.2, 1.0)  # a worker's /object_info or /models answering 500 once fails no run
+
+
+async def _validate_patiently(template: Template, client: ComfyClient, values: Mapping[str, Any] | None) -> Any:
+    """``validate_on_worker``, asked again after a transient failure (a 5xx, a dropped connection)."""
+    for delay in (*VALIDATE_RETRY_DELAYS_S, None):
+        try:
+            return await validate_on_worker(template, client, values)
+        except TransientComfyError:
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
+
+
 async def validate_on_pool(
     pool: WorkerPool, templates: Iterable[Template], params: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, list[str]]:
@@ -224,7 +238,7 @@ async def validate_on_pool(
     for template in templates:
         values = (params or {}).get(template.name)
         outcomes = await asyncio.gather(
-            *(validate_on_worker(template, pool.client_for(name), values) for name in healthy),
+            *(_validate_patiently(template, pool.client_for(name), values) for name in healthy),
             return_exceptions=True,
         )
         passed[template.name] = [n for n, o in zip(healthy, outcomes, strict=True) if not isinstance(o, BaseException)]

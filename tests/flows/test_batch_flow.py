@@ -336,5 +336,7 @@ async def test_a_character_is_run_again_after_an_infrastructure_failure(
     assert (row.status == "completed") is made and (state == "COMPLETED") is made
     if attempts > 1:
         assert flaky.names[1] == f"{flaky.names[0]}-a2"
+    if made:
+        assert row.error is None
     if not made:
         assert type(error).__name__ in (row.error or "")
