@@ -54,6 +54,12 @@ def open_media(path: Path | str) -> Any:
         raise MediaProbeError(f"ffmpeg does not recognise this file as media: {_why(exc)}", path=p) from exc
 
 
+def _codec_name(cc: Any) -> str:
+    """The codec's own name as ffmpeg prints it ("mp3", "h264"), not its decoder's ("mp3float")."""
+    codec = getattr(cc, "codec", None)
+    return str(getattr(codec, "canonical_name", None) or cc.name)
+
+
 def _why(exc: BaseException) -> str:
     """PyAV's error text without the repeated file name."""
     text = getattr(exc, "strerror", None) or str(exc)
@@ -84,7 +90,7 @@ def _video(stream: Any) -> VideoStream:
     extradata = bytes(cc.extradata or b"")
     return VideoStream(
         index=stream.index,
-        codec=cc.name,
+        codec=_codec_name(cc),
         width=cc.width,
         height=cc.height,
         fps=float(rate) if rate else None,
@@ -107,7 +113,7 @@ def _audio(stream: Any) -> AudioStream:
     layout = cc.layout.name if cc.layout is not None else None
     return AudioStream(
         index=stream.index,
-        codec=cc.name,
+        codec=_codec_name(cc),
         sample_rate=int(cc.sample_rate or 0),
         channels=int(cc.channels or 0) or 1,
         channel_layout=layout if layout and "channels" not in layout else None,
