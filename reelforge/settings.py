@@ -283,10 +283,89 @@ class LLMSettings(_EnvSettings):
 
     model_config = SettingsConfigDict(env_prefix="REELFORGE_LLM_", extra="ignore", hide_input_in_errors=True)
 
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    model: str = "gpt-4o-mini"
-    timeout_s: float = Field(default=120.0, gt=0)
+    base_url: str | None = Field(
+        default=None,
+        description="the API's base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1 (Ollama); "
+        "unset: the offline writer",
+    )
+    api_key: SecretStr | None = Field(default=None, description="sent as a bearer token; never logged or echoed")
+    model: str = Field(default="gpt-4o-mini", min_length=1, description="the model name the server knows")
+    timeout_s: float = Field(default=120.0, gt=0, description="deadline of one chat-completions request, seconds")
+    max_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="answers asked for one script: an invalid answer (not JSON, off the schema, failing "
+        "validation) is asked again with its errors fed back, up to this many answers in all",
+    )
+    transient_retries: int = Field(
+        default=4, ge=0, le=20,
+        description="retries of one request after 429, 5xx, a timeout or a dropped connection, with backoff",
+    )
+    backoff_s: float = Field(default=1.0, ge=0, description="the first backoff wait, doubled each retry, jittered")
+    max_backoff_s: float = Field(
+        default=30.0, ge=0, description="the longest wait between retries (a longer Retry-After is cut to this)"
+    )
+    temperature: float | None = Field(default=0.7, ge=0, le=2, description="sampling temperature; unset: the server's")
+    response_format: Literal["auto", "json_schema", "json_object"] = Field(
+        default="auto",
+        description="structured output: json_schema, JSON mode, or auto (json_schema, then JSON mode when the "
+        "server refuses it with a 400)",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://127.0.0.1:11434/v1")
+        if parts.username or parts.password:
+            raise ValueError("credentials in the URL are not allowed; set REELFORGE_LLM_API_KEY instead")
+        return value.strip().rstrip("/")
+
+
+class ScriptLimits(BaseModel):
+    """What a script may ask of the video model and the production, passed to script validation.
+
+    The defaults fit Wan 2.2 image-to-video: 16 fps, at most 81 frames (4n+1) per generated segment, so one
+    segment holds 81/16 = 5.06 s. A scene longer than that is made of chained segments (each seeded by the last
+    frame of the one before); ``max_segments_per_scene`` caps them, so a scene holds at most
+    ``max_scene_s`` = 3 x 5.06 = 15.19 s by default. ``ScriptSettings`` reads the same fields from the
+    environment (``REELFORGE_SCRIPT_...``).
+    """
+
+    max_duration_s: float = Field(default=600.0, gt=0, description="the longest target duration a brief may ask for")
+    min_scene_s: float = Field(default=1.0, gt=0, description="the shortest scene, seconds")
+    fps: int = Field(default=16, ge=1, le=120, description="the video model's frame rate")
+    segment_frames: int = Field(
+        default=81, ge=1, description="the most frames the video model makes in one segment (Wan 2.2: 81)"
+    )
+    max_segments_per_scene: int = Field(
+        default=3, ge=1, le=12, description="chained segments one scene may be made of (drift grows with each)"
+    )
+    max_scenes: int = Field(default=120, ge=1, description="the most scenes one script may have")
+    duration_tolerance_s: float = Field(
+        default=0.5, ge=0, description="how far the scenes' durations may sum away from the target, seconds"
+    )
+    words_per_second: float = Field(
+        default=3.0, gt=0, description="the fastest speech a scene's dialogue may need (words per second)"
+    )
+
+    @property
+    def segment_s(self) -> float:
+        """Seconds one generated segment holds (81 frames at 16 fps: 5.0625)."""
+        return self.segment_frames / self.fps
+
+    @property
+    def max_scene_s(self) -> float:
+        """The longest scene: ``max_segments_per_scene`` chained segments."""
+        return self.segment_s * self.max_segments_per_scene
+
+
+class ScriptSettings(_EnvSettings, ScriptLimits):
+    """Script limits from the environment (``REELFORGE_SCRIPT_MAX_DURATION_S``, ``_MIN_SCENE_S``, ``_FPS``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_SCRIPT_", extra="ignore", hide_input_in_errors=True)
 
 
 class CharacterSettings(_EnvSettings):
@@ -358,10 +437,11 @@ class Settings(BaseModel):
     llm: LLMSettings
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    script: ScriptSettings = Field(default_factory=ScriptSettings)
 
     @classmethod
     def load(cls) -> Settings:
         return cls(
             workers=WorkerSettings(), store=StoreSettings(), limits=LimitSettings(), llm=LLMSettings(),
-            character=CharacterSettings(), batch=BatchSettings(),
+            character=CharacterSettings(), batch=BatchSettings(), script=ScriptSettings(),
         )
