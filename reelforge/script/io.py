@@ -71,8 +71,16 @@ def save_script(script: Script, path: str | os.PathLike[str], *, overwrite: bool
         if overwrite:
             os.replace(temp, target)
         else:
-            os.link(temp, target)  # fails if the target exists: nothing stored is replaced
-            os.unlink(temp)
+            try:
+                os.link(temp, target)  # fails if the target exists: nothing stored is replaced
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this filesystem: check, then rename
+                if target.exists():
+                    raise FileExistsError(f"{target} exists") from None
+                os.replace(temp, target)
+            else:
+                os.unlink(temp)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -85,6 +85,22 @@ def test_script_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -
         ScriptSettings()
 
 
+def test_llm_settings_check_the_base_url_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REELFORGE_LLM_BASE_URL", "http://me:hunter2@127.0.0.1:11434/v1")
+    with pytest.raises(ValidationError) as caught:
+        LLMSettings()
+    assert "REELFORGE_LLM_BASE_URL" in str(caught.value) and "hunter2" not in str(caught.value)
+    monkeypatch.setenv("REELFORGE_LLM_BASE_URL", "ollama:11434")
+    with pytest.raises(ValidationError, match="REELFORGE_LLM_BASE_URL: expected an http"):
+        LLMSettings()
+    monkeypatch.setenv("REELFORGE_LLM_BASE_URL", " http://127.0.0.1:11434/v1/ ")
+    monkeypatch.setenv("REELFORGE_LLM_MAX_ATTEMPTS", "2")
+    settings = LLMSettings()
+    assert settings.base_url == "http://127.0.0.1:11434/v1" and settings.max_attempts == 2
+    monkeypatch.setenv("REELFORGE_LLM_BASE_URL", "")
+    assert LLMSettings().base_url is None
+
+
 # ---------------------------------------------------------------------------------------------- validation
 
 
@@ -322,3 +338,16 @@ def test_answer_schema_is_strict_and_narrowed_to_the_cast() -> None:
     cast_less = draft_schema(BRIEFS[1])
     assert cast_less["$defs"]["DialogueLine"]["properties"]["speaker"]["enum"] == [NARRATOR]
     assert cast_less["$defs"]["Scene"]["properties"]["characters"]["maxItems"] == 0
+
+
+def test_save_without_hard_links_still_refuses_to_replace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr("reelforge.script.io.os.link", no_links)
+    script = OfflineWriter().compose(BRIEFS[1], LIMITS)
+    path = save_script(script, tmp_path / "script.json")
+    assert load_script(path, LIMITS) == script
+    with pytest.raises(FileExistsError):
+        save_script(script.model_copy(update={"title": "Other"}), path)
+    assert load_script(path, LIMITS) == script and [p.name for p in tmp_path.iterdir()] == ["script.json"]
