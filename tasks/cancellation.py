@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,10 +129,11 @@ async def cancel_scope(
 
 
 async def cancel_flow_run_prompts(
-    flow_run_id: str, *, settings: WorkerSettings | None = None, logger: Any = None
+    flow_run_id: str | Sequence[str], *, settings: WorkerSettings | None = None, logger: Any = None
 ) -> CancelReport | None:
-    """Cancel a flow run's prompts on the configured workers (``REELFORGE_COMFY_URLS``); None when there are
-    only embedded preview workers (they lived and died inside the flow's process)."""
+    """Cancel a flow run's prompts (or several runs' at once) on the configured workers
+    (``REELFORGE_COMFY_URLS``); None when there are only embedded preview workers (they lived and died inside
+    the flow's process)."""
     settings = settings or WorkerSettings()
     logger = logger or log
     if settings.embedded:
@@ -204,11 +205,10 @@ async def _batch_hook(flow_run: Any, flow: Any, state: Any) -> None:
         children = []
     logger.info("batch run %s entered %s: removing the prompts of its %d character run(s) from the workers",
                 flow_run.id, state.name, len(children))
-    for run_id in [str(flow_run.id), *children]:
-        try:
-            await cancel_flow_run_prompts(run_id, logger=logger)
-        except Exception as err:
-            logger.error("batch cancel hook (%s) failed: %s: %s", run_id, type(err).__name__, err)
+    try:  # all runs at once: every pending prompt goes before a running one is interrupted
+        await cancel_flow_run_prompts([str(flow_run.id), *children], logger=logger)
+    except Exception as err:
+        logger.error("batch cancel hook failed: %s: %s", type(err).__name__, err)
 
 
 async def on_batch_cancellation(flow: Any, flow_run: Any, state: Any) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -98,20 +98,25 @@ class _WorkerGone(Exception):
     """``ComfyClient.remove`` could not ask the worker (it reports that in its result instead of raising)."""
 
 
-def _is_ours(item: QueueItem, flow_run_id: str) -> bool:
+def _runs(flow_run_id: str | Collection[str]) -> frozenset[str]:
+    return frozenset([flow_run_id] if isinstance(flow_run_id, str) else flow_run_id)
+
+
+def _is_ours(item: QueueItem, flow_run_ids: frozenset[str]) -> bool:
     owner = item.owner
-    return owner is not None and owner.flow_run_id == flow_run_id
+    return owner is not None and owner.flow_run_id in flow_run_ids
 
 
-def owned_prompts(queue: QueueState, flow_run_id: str) -> tuple[list[str], list[str]]:
-    """(running, pending) prompt ids of ``flow_run_id`` in a worker's queue."""
-    running = [i.prompt_id for i in queue.running if _is_ours(i, flow_run_id)]
-    pending = [i.prompt_id for i in queue.pending if _is_ours(i, flow_run_id)]
+def owned_prompts(queue: QueueState, flow_run_id: str | Collection[str]) -> tuple[list[str], list[str]]:
+    """(running, pending) prompt ids of ``flow_run_id`` (one run, or several) in a worker's queue."""
+    runs = _runs(flow_run_id)
+    running = [i.prompt_id for i in queue.running if _is_ours(i, runs)]
+    pending = [i.prompt_id for i in queue.pending if _is_ours(i, runs)]
     return running, pending
 
 
 async def _cancel_on(
-    client: ComfyClient, flow_run_id: str, *, max_rounds: int, settle_s: float, interval_s: float
+    client: ComfyClient, flow_run_id: frozenset[str], *, max_rounds: int, settle_s: float, interval_s: float
 ) -> WorkerCancel:
     report = WorkerCancel(worker=client.name, url=client.url)
     deadline = time.monotonic() + settle_s
@@ -163,7 +168,7 @@ async def _cancel_on(
 
 async def cancel_owned(
     clients: Sequence[ComfyClient],
-    flow_run_id: str,
+    flow_run_id: str | Collection[str],
     *,
     max_rounds: int = 10,
     settle_s: float = 15.0,
@@ -171,20 +176,26 @@ async def cancel_owned(
 ) -> CancelReport:
     """Delete the pending prompts of ``flow_run_id`` and interrupt its running ones, on every worker at once.
 
+    Several runs at once (a batch and its characters): every one's pending prompts go before any running one is
+    interrupted, so none of theirs starts in the gap.
+
     Prompts of other owners are never touched: deletion is by prompt id, interrupts are targeted by prompt
     id and only sent while that prompt runs. Each worker is re-read after acting and the work repeated (at
     most ``max_rounds`` times, within ``settle_s`` seconds) until none of the run's prompts is left there.
     Unreachable workers are reported in the result, not raised.
     """
-    if not flow_run_id:
+    runs = _runs(flow_run_id)
+    if not runs or not all(runs):
         raise ValueError("flow_run_id is empty: refusing to match prompts that carry no flow run id")
     begin = time.monotonic()
     results = await asyncio.gather(
         *(
-            _cancel_on(c, flow_run_id, max_rounds=max_rounds, settle_s=settle_s, interval_s=interval_s)
+            _cancel_on(c, runs, max_rounds=max_rounds, settle_s=settle_s, interval_s=interval_s)
             for c in clients
         )
     )
-    report = CancelReport(flow_run_id=flow_run_id, workers=list(results), elapsed_s=time.monotonic() - begin)
+    report = CancelReport(
+        flow_run_id=", ".join(sorted(runs)), workers=list(results), elapsed_s=time.monotonic() - begin
+    )
     log.info("cancel: %s", report.summary())
     return report
