@@ -333,12 +333,14 @@ def _register_flows() -> None:
     from flows.batch import batch_flow, print_batch_summary
     from flows.character import character_flow, print_summary
     from flows.template import print_template_summary, template_flow
+    from flows.video import print_video_summary, video_flow
 
     if not run_app.registered_commands:
         register("character", character_flow, print_summary)
         register("batch", batch_flow, print_batch_summary, aliases={"character_type": "--type"})
         register("template", template_flow, print_template_summary, arguments=("name",),
                  aliases={"set_values": "--set", "inputs": "--input"})
+        register("video", video_flow, print_video_summary)
 
 
 if __name__ == "__main__":

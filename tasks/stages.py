@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from reelforge.identity import identity_stage
 from reelforge.lora import external_train_stage, lora_check_stage
-from reelforge.media import audio_stage, phash_stage, video_stage
+from reelforge.media import assemble_stage, audio_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
+from reelforge.video import frame_stage, lipsync_join_stage, speech_stage
 from tasks.stage import Stage
 
-__all__ = ["AUDIO_CHECK", "DATASET", "IDENTITY", "LORA_CHECK", "LORA_TRAIN_EXTERNAL", "PHASH", "VIDEO_CHECK"]
+__all__ = [
+    "ASSEMBLE", "AUDIO_CHECK", "DATASET", "FRAME", "IDENTITY", "LIPSYNC_JOIN", "LORA_CHECK", "LORA_TRAIN_EXTERNAL",
+    "PHASH", "SPEECH", "VIDEO_CHECK",
+]
 
 # version 2: the reduced-before-DCT hash (bench/phash.py), up to 2 bits from version 1 on images of 256 px and more.
 PHASH = Stage.cpu("phash", version="2", fn=phash_stage, process=True)
@@ -39,3 +43,16 @@ LORA_TRAIN_EXTERNAL = Stage.cpu(
 )
 """A LoRA trained by an external command (REELFORGE_LORA_TRAINER_CMD) on a stored training set; bounded by the
 ``lora`` timeout."""
+
+FRAME = Stage.cpu("frame", version="1", fn=frame_stage, process=True)
+"""The exact frame ``params["index"]`` of a stored clip (``inputs["video"]``) as PNG: a chain seed, a lip-sync face."""
+
+SPEECH = Stage.cpu("speech", version="1", fn=speech_stage, process=True)
+"""A scene's on-screen speech (``line<i>`` at ``offsets_s``) as one exact-length WAV plus its lip-sync windows."""
+
+LIPSYNC_JOIN = Stage.cpu("lipsync_join", version="1", fn=lipsync_join_stage, process=True)
+"""Lip-sync windows (``chunk<i>``) joined to exactly ``sum(windows)`` frames with the speech (``speech``) muxed."""
+
+ASSEMBLE = Stage.cpu("assemble", version="1", fn=assemble_stage, process=True)
+"""A ``Timeline`` (``params["timeline"]``, paths naming inputs) assembled and verified: video, SRT, poster, timeline
+picture, last frame (reelforge.media.assemble)."""

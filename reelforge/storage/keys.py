@@ -111,6 +111,25 @@ def production_key(slug: str, scene: int, shot: int, take: int, filename: str) -
     return check_key(f"{base}/{_filename(filename)}")
 
 
+def production_prefix(slug: str, version: int | None = None) -> str:
+    """``productions/<slug>/`` or ``productions/<slug>/v<version>/`` (a production version: its manifest)."""
+    base = _checked_slug_key("productions", slug)
+    return f"{base}/" if version is None else f"{base}/v{_number(version, 'version')}/"
+
+
+def production_part_prefix(slug: str, part: str) -> str:
+    """``productions/<slug>/<part>/``: what belongs to the production, not to one shot (script, music, assembly)."""
+    return _checked_slug_key("productions", slug, part) + "/"
+
+
+def production_shot_prefix(slug: str, scene: int, shot: int, take: int | None = None) -> str:
+    """``productions/<slug>/scene-NN/shot-NN/`` or ``.../take-NN/`` (one take of one shot)."""
+    base = _checked_slug_key(
+        "productions", slug, f"scene-{_number(scene, 'scene'):02d}", f"shot-{_number(shot, 'shot'):02d}"
+    )
+    return f"{base}/" if take is None else f"{base}/take-{_number(take, 'take'):02d}/"
+
+
 def character_stage_prefix(slug: str, version: int, stage: str) -> str:
     """``characters/<slug>/v<version>/<stage>/``: where a stage of one character version stores its outputs."""
     number = _number(version, "version")

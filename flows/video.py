@@ -1,0 +1,629 @@
+"""Video flow: a brief (or an edited script) becomes a finished, verified video; every step a cached stage.
+
+    brief -> script (offline writer, or an LLM) stored as JSON -> the cast from the character records
+    -> per scene, at once:   keyframe (identity: the on-screen character's LoRA + reference image through
+                             IP-Adapter; without one, from the scene prompt alone) [+ the end frame's keyframe]
+                             voice lines (each speaker's voice cloned from its sample; a narrator's designed voice)
+    -> music (the ``music`` template from the mood and duration, or the supplied file)
+    -> per chain of segments: animation (image_to_video; first_last_frame for a described end frame), each chained
+       segment seeded by the exact last frame shown of the one before, a fresh keyframe after ``max_chain``
+    -> per scene with an on-screen speaker: its speech track and windows -> talking_video per window -> joined to the
+       exact frame count
+    -> assembly (reelforge.media: cuts, dialogue over ducked music, loudness, SRT, burn-in, poster, timeline PNG),
+       verified -> the production manifest (the takes it uses) -> ``reelforge.video.ready``
+
+Shots are stored as takes (``productions/<slug>/scene-NN/shot-NN/take-NN/``): a shot whose identity changed gets
+the next take, earlier takes stay. Caching is by content (tasks/stage.py), so an edited scene re-executes only what
+depends on it. On the preview worker the same flow gives a timed animatic (docs/video.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+from flows.character import _local_copy
+from reelforge.engine import Engine, open_engine
+from reelforge.hashing import sha256_file
+from reelforge.jobs import validate_on_pool
+from reelforge.liveness import Holder
+from reelforge.media import (
+    AudioTarget,
+    Clip,
+    Cue,
+    DialogueLine,
+    MediaCheckFailed,
+    MusicBed,
+    SubtitleStyle,
+    Timeline,
+    VideoTarget,
+    audio_stage,
+)
+from reelforge.script import (
+    NARRATOR,
+    Brief,
+    Scene,
+    Script,
+    ScriptValidationError,
+    check_brief,
+    dump_script,
+    load_script,
+    make_writer,
+)
+from reelforge.settings import Settings
+from reelforge.storage import (
+    ArtifactRef,
+    Manifest,
+    StageRecord,
+    content_key,
+    production_part_prefix,
+    production_prefix,
+    production_shot_prefix,
+    run_manifest_key,
+    safe_slug,
+    write_manifest,
+)
+from reelforge.video import (
+    CastMember,
+    DurationRejected,
+    MusicRejected,
+    ScenePlan,
+    ScriptRejected,
+    SegmentPlan,
+    lipsync_plan,
+    place_lines,
+    plan_scenes,
+    resolve_cast,
+    shot_identity,
+    take_for,
+)
+from tasks.artifacts import job_rows, publish_summary
+from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
+from tasks.context import current_flow_run_id
+from tasks.events import video_ready
+from tasks.gpu import template_named
+from tasks.progress import FlowProgress
+from tasks.stage import Stage, StageRunner
+from tasks.stages import ASSEMBLE, AUDIO_CHECK, FRAME, LIPSYNC_JOIN, SPEECH
+
+__all__ = ["VideoResult", "print_video_summary", "video_flow"]
+
+FPS = 16.0  # Wan's rate: every clip is generated, trimmed and assembled at it
+LIPSYNC_WINDOW = 77  # talking_video's chunk (Wan S2V: 77 frames, 4.8 s)
+NARRATOR_VOICE = "a calm, warm adult narrator, clear articulation, medium pace"
+TEXT_KEYFRAME = "character_base_realistic"  # text-to-image (Flux) for scenes with nobody of the cast on screen
+
+
+class TakeRef(BaseModel):
+    scene: int
+    shot: int
+    take: int
+    new: bool
+    place: str
+
+
+class VideoResult(BaseModel):
+    title: str
+    slug: str
+    version: int
+    script_key: str
+    script_uri: str
+    video: ArtifactRef
+    srt: ArtifactRef
+    poster: ArtifactRef
+    timeline: ArtifactRef
+    duration_s: float
+    frames: int
+    loudness_lufs: float | None = None
+    scenes: int
+    takes: list[TakeRef]
+    notes: list[str] = Field(default_factory=list)
+    jobs: list[dict[str, Any]]
+    executed: int
+    cached: int
+    gpu_seconds: float
+    cost: float
+    wall_s: float
+    manifest_key: str
+    manifest_uri: str
+    run_manifest_key: str | None = None
+    flow_run_id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _names(characters: str) -> list[str]:
+    return [n.strip() for n in characters.split(",") if n.strip()]
+
+
+def _music_file(music: str | None) -> Path | None:
+    """The supplied music as a readable audio file, or a field error before anything runs."""
+    if music is None or not music.strip():
+        return None
+    path = Path(music).expanduser()
+    if not path.is_file():
+        raise MusicRejected(f"--music {music!r}: not a readable file", field="music")
+    try:
+        audio_stage({"audio": path}, {"min_s": 1.0}, path.parent)
+    except MediaCheckFailed as exc:
+        raise MusicRejected(f"--music {music!r}: not usable as music: {exc.message}", field="music") from exc
+    return path
+
+
+def _rejected(exc: ScriptValidationError) -> ScriptRejected:
+    return ScriptRejected(str(exc), problems=[str(p) for p in exc.problems])
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+class _Production:
+    """What the steps of one production run share."""
+
+    def __init__(self, engine: Engine, stages: StageRunner, script: Script, slug: str, version: int,
+                 cast: dict[str, CastMember], *, width: int, height: int, seed: int, max_chain: int) -> None:
+        self.engine, self.stages, self.script, self.slug, self.version = engine, stages, script, slug, version
+        self.cast = cast
+        self.width, self.height, self.seed = width, height, seed
+        self.plans = plan_scenes(script, fps=FPS, segment_frames=engine.settings.script.segment_frames,
+                                 max_chain=max_chain)
+        self.scenes = {s.number: s for s in script.scenes}
+        self.takes: dict[tuple[int, int], TakeRef] = {}
+        self.lora_names: dict[str, str] = {}
+        self.notes: list[str] = [m.voice_note for m in cast.values() if m.voice_note]
+
+    def tag(self, scene: int, what: str) -> str:
+        return f"{self.slug}-v{self.version}-s{scene:02d}-{what}"
+
+    def context(self) -> dict[str, object]:
+        return {"style": self.script.style, "size": [self.width, self.height], "seed": self.seed,
+                "cast": {n: m.identity() for n, m in self.cast.items()}}
+
+    def claim_takes(self) -> None:
+        """Every shot's take, in order (a chained shot's identity includes the one it continues)."""
+        previous: str | None = None
+        context = self.context()
+        for plan in self.plans:
+            scene = self.scenes[plan.number]
+            for segment in plan.segments:
+                identity = shot_identity(scene, segment, context, previous if segment.start == "chain" else None)
+                take, new = take_for(self.engine.store, self.slug, segment.scene, segment.shot, identity,
+                                     {"scene_fields": scene.model_dump(mode="json")})
+                self.takes[(segment.scene, segment.shot)] = TakeRef(
+                    scene=segment.scene, shot=segment.shot, take=take, new=new,
+                    place=production_shot_prefix(self.slug, segment.scene, segment.shot, take))
+                previous = identity
+
+    def place(self, scene: int, shot: int = 1, part: str = "") -> str:
+        base = self.takes[(scene, shot)].place
+        return f"{base}{part}/" if part else base
+
+    async def gpu(self, template: str, params: dict[str, Any], place: str, job: str,
+                  inputs: dict[str, ArtifactRef] | None = None) -> StageRecord:
+        return await self.stages.run(Stage.gpu(template), params, place=place, job_id=job, inputs=inputs)
+
+    async def cpu(self, stage: Stage, params: dict[str, Any], place: str, job: str,
+                  inputs: dict[str, ArtifactRef]) -> StageRecord:
+        return await self.stages.run(stage, params, place=place, job_id=job, inputs=inputs)
+
+    # -- keyframes ------------------------------------------------------------------------------------
+
+    def keyframe_size(self) -> dict[str, int]:
+        scale = max(1.0, 512 / min(self.width, self.height))
+        return {"width": min(2048, math.ceil(self.width * scale / 64) * 64),
+                "height": min(2048, math.ceil(self.height * scale / 64) * 64)}
+
+    def keyframe_prompt(self, scene: Scene, text: str) -> str:
+        """The scene card: number, framing and what it shows (a real model reads the framing and the text; the
+        preview worker draws it, which makes the animatic's scene cards)."""
+        shot = scene.shot_type.replace("_", " ")
+        return f"Scene {scene.number}, {shot} shot: {text}. Style: {self.script.style}"
+
+    async def keyframe(self, scene: Scene, text: str, what: str) -> ArtifactRef:
+        size = self.keyframe_size()
+        seed = self.seed + 1000 * scene.number + (1 if what == "end" else 0)
+        prompt = self.keyframe_prompt(scene, text)
+        on_screen = [c for c in scene.characters if c in self.cast]
+        if on_screen:
+            member = self.cast[on_screen[0]]  # the template holds one identity: the first on screen leads
+            made = await self.gpu("keyframe_ipadapter", {"prompt": prompt, "lora": self.lora_names[member.name],
+                                                         "seed": seed, **size},
+                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
+                                  {"reference": member.base})
+        else:
+            made = await self.gpu(TEXT_KEYFRAME, {"prompt": prompt, "seed": seed, **size},
+                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"))
+        return made.refs[0]
+
+    async def keyframes(self) -> dict[tuple[int, str], ArtifactRef]:
+        jobs: dict[tuple[int, str], Awaitable[ArtifactRef]] = {}
+        for plan in self.plans:
+            scene = self.scenes[plan.number]
+            if plan.keyframe:
+                jobs[(plan.number, "start")] = self.keyframe(scene, scene.description, "start")
+            if scene.end_frame:
+                jobs[(plan.number, "end")] = self.keyframe(scene, scene.end_frame, "end")
+        made = await asyncio.gather(*jobs.values())
+        return dict(zip(jobs, made, strict=True))
+
+    # -- voices ---------------------------------------------------------------------------------------
+
+    async def line(self, scene: Scene, index: int) -> tuple[ArtifactRef, float]:
+        line = scene.dialogue[index]
+        member = self.cast.get(line.speaker)
+        place = self.place(scene.number, 1, "voice")
+        job = self.tag(scene.number, f"line{index + 1}")
+        if member is not None and member.voice is not None:
+            params: dict[str, Any] = {"text": line.text, "seed": self.seed}
+            if member.voice_text:
+                params |= {"ref_text": member.voice_text, "x_vector_only": False}
+            made = await self.gpu("voice_clone", params, place, job, {"audio": member.voice})
+        else:
+            description = member.voice_description if member is not None else NARRATOR_VOICE
+            made = await self.gpu("voice_design", {"text": line.text, "voice": description, "seed": self.seed},
+                                  place, job)
+        facts = await self.cpu(AUDIO_CHECK, {"min_s": 0.1}, place, f"{job}-check", {"audio": made.refs[0]})
+        return made.refs[0], float(facts.record["duration_s"])
+
+    async def voices(self) -> dict[tuple[int, int], tuple[ArtifactRef, float]]:
+        keys = [(s.number, i) for s in self.script.scenes for i in range(len(s.dialogue))]
+        made = await asyncio.gather(*(self.line(self.scenes[n], i) for n, i in keys))
+        return dict(zip(keys, made, strict=True))
+
+    # -- music ----------------------------------------------------------------------------------------
+
+    async def music(self, supplied: Path | None) -> ArtifactRef:
+        if supplied is not None:
+            sha, _ = await asyncio.to_thread(sha256_file, supplied)
+            key = content_key(production_part_prefix(self.slug, "music"), sha, supplied.suffix)
+            return await asyncio.to_thread(self.engine.store.put_file, supplied, key)
+        seconds = min(240.0, max(5.0, math.ceil(self.script.duration_s) + 1.0))
+        made = await self.gpu("music", {"tags": f"{self.script.audio_mood}, instrumental", "seconds": seconds,
+                                        "seed": self.seed},
+                              production_part_prefix(self.slug, "music"), f"{self.slug}-v{self.version}-music")
+        return made.refs[0]
+
+    # -- animation ------------------------------------------------------------------------------------
+
+    def motion_prompt(self, scene: Scene) -> str:
+        return f"{scene.camera.replace('_', ' ')} camera. {scene.motion_prompt}"
+
+    async def segment(self, segment: SegmentPlan, image: ArtifactRef,
+                      keys: dict[tuple[int, str], ArtifactRef]) -> ArtifactRef:
+        scene = self.scenes[segment.scene]
+        size = {"width": self.width, "height": self.height}
+        common = {"prompt": self.motion_prompt(scene), "seed": self.seed + 100 * segment.scene + segment.shot,
+                  "length": segment.length, "fps": FPS, **size}
+        place = self.place(segment.scene, segment.shot, "animation")
+        job = self.tag(segment.scene, f"shot{segment.shot}-animation")
+        if segment.end_frame:
+            made = await self.gpu("first_last_frame", common, place, job,
+                                  {"first_frame": image, "last_frame": keys[(segment.scene, "end")]})
+        else:
+            made = await self.gpu("image_to_video", common, place, job, {"image": image})
+        return made.refs[0]
+
+    async def chain(self, segments: list[SegmentPlan],
+                    keys: dict[tuple[int, str], ArtifactRef]) -> dict[tuple[int, int], ArtifactRef]:
+        """One chain: a fresh keyframe's segment, then each next one seeded by the exact last frame shown."""
+        clips: dict[tuple[int, int], ArtifactRef] = {}
+        previous: tuple[SegmentPlan, ArtifactRef] | None = None
+        for segment in segments:
+            if segment.start == "keyframe":
+                image = keys[(segment.scene, "start")]
+            else:
+                assert previous is not None
+                before, clip = previous
+                last = int(before.skip_first) + before.shown - 1
+                frame = await self.cpu(FRAME, {"index": last, "fps": FPS},
+                                       self.place(segment.scene, segment.shot, "seed"),
+                                       self.tag(segment.scene, f"shot{segment.shot}-seed"), {"video": clip})
+                image = frame.refs[0]
+            clip = await self.segment(segment, image, keys)
+            clips[(segment.scene, segment.shot)] = clip
+            previous = (segment, clip)
+        return clips
+
+    async def animations(self, keys: dict[tuple[int, str], ArtifactRef]) -> dict[tuple[int, int], ArtifactRef]:
+        chains: list[list[SegmentPlan]] = []
+        for plan in self.plans:
+            for segment in plan.segments:
+                if segment.start == "keyframe" or not chains:
+                    chains.append([segment])
+                else:
+                    chains[-1].append(segment)
+        done = await asyncio.gather(*(self.chain(c, keys) for c in chains))
+        return {k: v for part in done for k, v in part.items()}
+
+    # -- lip sync -------------------------------------------------------------------------------------
+
+    async def lipsync(self, plan: ScenePlan, clips: dict[tuple[int, int], ArtifactRef],
+                      lines: dict[tuple[int, int], tuple[ArtifactRef, float]]) -> tuple[int, ArtifactRef] | None:
+        """The scene's lip-synced tail (from the first on-screen line), or None."""
+        scene = self.scenes[plan.number]
+        durations = [lines[(scene.number, i)][1] for i in range(len(scene.dialogue))]
+        starts = place_lines(scene.duration_s, durations)
+        lip = lipsync_plan(scene, plan, starts, FPS, LIPSYNC_WINDOW)
+        if lip is None:
+            return None
+        span_s = lip.start / FPS
+        spoken = [i for i, line in enumerate(scene.dialogue) if line.speaker in scene.characters]
+        inputs = {f"line{j}": lines[(scene.number, i)][0] for j, i in enumerate(spoken)}
+        place = self.place(scene.number, 1, "lipsync")
+        speech = await self.cpu(SPEECH, {"offsets_s": [round(starts[i] - span_s, 4) for i in spoken],
+                                         "windows": lip.windows, "fps": FPS},
+                                place, self.tag(scene.number, "speech"), inputs)
+        # The face: the animation's frame where the lip sync starts.
+        at, shot_clip, local = lip.start, None, 0
+        for segment in plan.segments:
+            if at < segment.shown:
+                shot_clip, local = clips[(scene.number, segment.shot)], int(segment.skip_first) + at
+                break
+            at -= segment.shown
+        assert shot_clip is not None
+        face = await self.cpu(FRAME, {"index": local, "fps": FPS}, place, self.tag(scene.number, "lipsync-face"),
+                              {"video": shot_clip})
+        speakers = ", ".join(dict.fromkeys(scene.dialogue[i].speaker for i in spoken))
+        size = {"width": min(1280, self.width), "height": min(1280, self.height)}
+        windows = speech.refs[1:]
+        chunks = await asyncio.gather(*(
+            self.gpu("talking_video", {"prompt": f"{speakers} speaking. {self.motion_prompt(scene)}",
+                                       "seed": self.seed + 10 * scene.number + w, "length": lip.lengths[w],
+                                       "fps": FPS, **size},
+                     place, self.tag(scene.number, f"lipsync{w + 1}"), {"image": face.refs[0], "audio": windows[w]})
+            for w in range(len(lip.windows))
+        ))
+        joined = await self.cpu(LIPSYNC_JOIN, {"windows": lip.windows, "fps": FPS}, place,
+                                self.tag(scene.number, "lipsync-join"),
+                                {"speech": speech.refs[0], **{f"chunk{w}": c.refs[0] for w, c in enumerate(chunks)}})
+        return lip.start, joined.refs[0]
+
+    # -- assembly -------------------------------------------------------------------------------------
+
+    def timeline(self, clips: dict[tuple[int, int], ArtifactRef], lips: dict[int, tuple[int, ArtifactRef]],
+                 lines: dict[tuple[int, int], tuple[ArtifactRef, float]], music: ArtifactRef, *,
+                 burn: bool, loudness: float) -> tuple[Timeline, dict[str, ArtifactRef]]:
+        inputs: dict[str, ArtifactRef] = {"music": music}
+        timeline_clips: list[Clip] = []
+        dialogue: list[DialogueLine] = []
+        cues: list[Cue] = []
+        total_s = sum(p.frames for p in self.plans) / FPS
+        for plan in self.plans:
+            scene = self.scenes[plan.number]
+            limit = lips[plan.number][0] if plan.number in lips else plan.frames
+            used = 0
+            for segment in plan.segments:
+                take = min(segment.shown, limit - used)
+                if take <= 0:
+                    break
+                name = f"s{plan.number:02d}shot{segment.shot}"
+                inputs[name] = clips[(plan.number, segment.shot)]
+                skip = int(segment.skip_first)
+                timeline_clips.append(Clip(path=name, in_s=skip / FPS, out_s=(skip + take) / FPS, audio=False,
+                                           label=f"scene {plan.number}" + (f" shot {segment.shot}"
+                                                                           if len(plan.segments) > 1 else "")))
+                used += take
+            if plan.number in lips:
+                name = f"s{plan.number:02d}lipsync"
+                inputs[name] = lips[plan.number][1]
+                timeline_clips.append(Clip(path=name, audio=False, label=f"scene {plan.number} lip sync"))
+            durations = [lines[(scene.number, i)][1] for i in range(len(scene.dialogue))]
+            starts = place_lines(scene.duration_s, durations)
+            scene_start = plan.first_frame / FPS
+            for i, (line, start, duration) in enumerate(zip(scene.dialogue, starts, durations, strict=True)):
+                name = f"s{plan.number:02d}line{i + 1}"
+                inputs[name] = lines[(scene.number, i)][0]
+                at = round(scene_start + start, 4)
+                speaker = None if line.speaker == NARRATOR else line.speaker
+                dialogue.append(DialogueLine(path=name, start_s=at, speaker=speaker, text=line.text))
+                end = min(total_s - 0.01, at + duration)
+                if end > at:
+                    cues.append(Cue(start_s=at, end_s=round(end, 4), text=line.text, speaker=speaker))
+        timeline = Timeline(
+            clips=timeline_clips, dialogue=dialogue, music=MusicBed(path="music"), cues=cues,
+            video=VideoTarget(width=self.width, height=self.height, fps=FPS),
+            audio=AudioTarget(loudness_lufs=loudness), subtitles=SubtitleStyle(burn=burn),
+        )
+        return timeline, inputs
+
+
+def _templates(script: Script, plans: list[ScenePlan], cast: dict[str, CastMember], music: bool) -> list[str]:
+    names: set[str] = set()
+    for plan, scene in zip(plans, script.scenes, strict=True):
+        if plan.keyframe or scene.end_frame:
+            names.add("keyframe_ipadapter" if any(c in cast for c in scene.characters) else TEXT_KEYFRAME)
+        for segment in plan.segments:
+            names.add("first_last_frame" if segment.end_frame else "image_to_video")
+        for line in scene.dialogue:
+            member = cast.get(line.speaker)
+            names.add("voice_clone" if member is not None and member.voice is not None else "voice_design")
+            if line.speaker in scene.characters:
+                names.add("talking_video")
+    if music:
+        names.add("music")
+    return sorted(names)
+
+
+@flow(name="reelforge-video", log_prints=True, on_cancellation=[on_cancellation], on_crashed=[on_crashed])
+async def video_flow(
+    brief: Annotated[str | None, Field(description="what the video is about (or give --script)")] = None,
+    duration: Annotated[float, Field(description="target duration in seconds")] = 30.0,
+    characters: Annotated[str, Field(description="the cast by character name, comma-separated (A,B)")] = "",
+    music: Annotated[str | None, Field(description="a music file to use instead of generating music")] = None,
+    burn_subtitles: Annotated[bool, Field(description="draw the subtitles into the picture (SRT always)")] = False,
+    loudness: Annotated[float, Field(ge=-70, le=-5, description="loudness target, LUFS")] = -14.0,
+    script: Annotated[str | None, Field(description="an edited script file (JSON) to produce instead")] = None,
+    style: Annotated[str, Field(min_length=1, description="the visual style")] = "cinematic",
+    mood: Annotated[str | None, Field(description="the music's mood (default: the writer's)")] = None,
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0,
+    width: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 1280,
+    height: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 704,
+    max_chain: Annotated[int, Field(ge=1, le=20, description="chained segments before a fresh keyframe")] = 6,
+    production: Annotated[str | None, Field(description="the production's folder name (default: the title)")] = None,
+) -> VideoResult:
+    """Make a video from a brief (or an edited script): script, keyframes, animation, voices, lip sync, music,
+    assembly; every step a cached stage."""
+    started = time.monotonic()
+    settings = Settings.load()
+    limits = settings.script
+    edited: Script | None = None
+    if script is not None:
+        try:
+            edited = await asyncio.to_thread(load_script, script, limits)
+        except ScriptValidationError as exc:
+            raise _rejected(exc) from exc
+    elif brief is None or not brief.strip():
+        raise ScriptRejected("--brief: give a brief (or --script FILE)", problems=["brief: missing"])
+    elif not 0 < duration <= limits.max_duration_s:
+        raise DurationRejected(
+            f"--duration: {duration:g} s is not within (0, {limits.max_duration_s:g}] s "
+            f"(REELFORGE_SCRIPT_MAX_DURATION_S)", field="duration")
+    names = list(edited.characters) if edited is not None else _names(characters)
+    supplied = _music_file(music)
+    flow_run_id = current_flow_run_id()
+    async with open_engine(settings) as engine:
+        store = engine.store
+        cast = await asyncio.to_thread(resolve_cast, store, names)  # unknown or incomplete: refused here
+        if edited is None:
+            try:
+                the_brief = check_brief(Brief(text=brief or "", target_duration_s=duration, characters=names,
+                                              style=style, mood=mood, seed=seed), limits, list(cast))
+                written = await make_writer(settings.llm).write(the_brief, limits)
+            except ScriptValidationError as exc:
+                raise _rejected(exc) from exc
+        else:
+            written = edited
+        slug = safe_slug(production or written.title)
+        data = dump_script(written)
+        sha = hashlib.sha256(data).hexdigest()
+        script_ref = await asyncio.to_thread(store.put_bytes, data,
+                                             content_key(production_part_prefix(slug, "script"), sha, ".json"),
+                                             kind="json")
+        async with cancel_scope(engine.pool, shared=engine.borrowed):
+            folder = production_prefix(slug)
+            await asyncio.to_thread(store.mark_abandoned, folder)
+            version = await asyncio.to_thread(
+                store.reserve_version, folder, Holder.current(flow_run_id=flow_run_id, label=written.title))
+            progress = FlowProgress(description=f"{written.title} v{version}: stages done")
+            await progress.start()
+            try:
+                stages = await StageRunner.create(engine, progress=progress)
+                run = _Production(engine, stages, written, slug, version, cast, width=width, height=height,
+                                  seed=seed, max_chain=max_chain)
+                needed = _templates(written, run.plans, cast, supplied is None)
+                await validate_on_pool(engine.pool, [template_named(t) for t in needed])
+                await asyncio.to_thread(run.claim_takes)
+                progress.plan(_planned(run))
+                result = await _produce(run, supplied, burn=burn_subtitles, loudness=loudness)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(store.abandon, folder, version,
+                                            reason=f"{type(exc).__name__}: {exc}"[:500])
+                raise
+            finally:
+                await progress.close()
+        records = sorted(stages.records, key=lambda r: r.job_id)
+        takes = [run.takes[k] for k in sorted(run.takes)]
+        assembled: StageRecord = result
+        outputs = {o.node_id: ArtifactRef(**o.model_dump(exclude={"node_id"})) for o in assembled.outputs}
+        manifest = Manifest(
+            subject=slug, kind="production", name=written.title, version=version, stages=records,
+            details={"script": {"key": script_ref.key, "sha256": script_ref.sha256, "writer": written.writer},
+                     "takes": [t.model_dump() for t in takes], "video": outputs["video"].key,
+                     "cast": {n: {"slug": m.slug, "version": m.version} for n, m in cast.items()},
+                     "notes": run.notes, "assembly": assembled.record},
+        )
+        manifest_ref = await asyncio.to_thread(write_manifest, store, manifest, f"{folder}v{version}/manifest.json")
+        run_key = None
+        if flow_run_id:
+            run_key = run_manifest_key(flow_run_id)
+            await asyncio.to_thread(write_manifest, store, Manifest(subject=flow_run_id, kind="run",
+                                                                     name=written.title, stages=records), run_key)
+        await publish_summary(records, store, key=f"video-{slug}", title=f"{written.title} v{version}")
+    video_ready(slug, outputs["video"], manifest=manifest_ref)
+    for note in run.notes:
+        print(note)
+    print(f"{len(records)} stages: {stages.executed} executed, {stages.cached} cached")
+    print(f"{written.title} v{version}: {outputs['video'].uri}")
+    report = assembled.record
+    return VideoResult(
+        title=written.title, slug=slug, version=version, script_key=script_ref.key, script_uri=script_ref.uri,
+        video=outputs["video"], srt=outputs["srt"], poster=outputs["poster"], timeline=outputs["timeline"],
+        duration_s=float(report.get("duration_s", sum(p.frames for p in run.plans) / FPS)),
+        frames=int(report.get("frames", sum(p.frames for p in run.plans))),
+        loudness_lufs=_loudness(report), scenes=len(written.scenes), takes=takes, notes=run.notes,
+        jobs=job_rows(records), executed=stages.executed, cached=stages.cached,
+        gpu_seconds=manifest.total_gpu_seconds, cost=manifest.total_cost, wall_s=round(time.monotonic() - started, 2),
+        manifest_key=manifest_ref.key, manifest_uri=manifest_ref.uri, run_manifest_key=run_key,
+        flow_run_id=flow_run_id,
+    )
+
+
+def _loudness(report: dict[str, Any]) -> float | None:
+    measured = report.get("report") or {}
+    value = measured.get("integrated_lufs") if isinstance(measured, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _planned(run: _Production) -> int:
+    count = 2  # music, assembly
+    for plan in run.plans:
+        scene = run.scenes[plan.number]
+        count += int(plan.keyframe) + int(bool(scene.end_frame)) + 2 * len(scene.dialogue)
+        count += sum(1 + int(s.start == "chain") for s in plan.segments)
+    return count
+
+
+async def _produce(run: _Production, supplied: Path | None, *, burn: bool, loudness: float) -> StageRecord:
+    engine = run.engine
+    holder = Holder.current(flow_run_id=current_flow_run_id(), label=f"video {run.slug}")
+    async with contextlib.AsyncExitStack() as stack:
+        on_screen = {c for s in run.script.scenes for c in s.characters if c in run.cast}
+        for name in sorted(on_screen):
+            member = run.cast[name]
+            local = await asyncio.to_thread(_local_copy, engine.store, member.lora)
+            delivery = engine.lora_delivery(member.lora)
+            run.lora_names[name] = await stack.enter_async_context(
+                delivery.mounted(local, member.lora.sha256, holder, pool=engine.pool))
+        keys, lines, music = await asyncio.gather(run.keyframes(), run.voices(), run.music(supplied))
+    clips = await run.animations(keys)
+    synced = await asyncio.gather(*(run.lipsync(plan, clips, lines) for plan in run.plans))
+    lips = {plan.number: s for plan, s in zip(run.plans, synced, strict=True) if s is not None}
+    timeline, inputs = run.timeline(clips, lips, lines, music, burn=burn, loudness=loudness)
+    return await run.cpu(ASSEMBLE, {"timeline": timeline.model_dump(mode="json"), "name": "video"},
+                         production_part_prefix(run.slug, "assembly"), f"{run.slug}-v{run.version}-assembly", inputs)
+
+
+def print_video_summary(result: VideoResult, console: Console) -> None:
+    """What ``reelforge run video`` prints: the takes used, the totals, where the video is."""
+    table = Table(title=f"{result.title} v{result.version}: {result.scenes} scenes, {result.duration_s:.2f} s",
+                  title_justify="left")
+    for column in ("scene", "shot", "take", "place"):
+        table.add_column(column, overflow="fold")
+    for take in result.takes:
+        table.add_row(str(take.scene), str(take.shot), f"{take.take}" + (" (new)" if take.new else ""), take.place)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    total = result.executed + result.cached
+    loud = f", {result.loudness_lufs:.1f} LUFS" if result.loudness_lufs is not None else ""
+    console.print(f"{total} stages: {result.executed} executed, {result.cached} cached; "
+                  f"{result.frames} frames{loud}; {result.gpu_seconds:.2f} GPU-seconds; {result.wall_s:.1f} s wall")
+    console.print(f"video: {result.video.uri}", soft_wrap=True)
+    console.print(f"subtitles: {result.srt.uri}", soft_wrap=True)
+    console.print(f"poster: {result.poster.uri}", soft_wrap=True)
+    console.print(f"timeline: {result.timeline.uri}", soft_wrap=True)
+    console.print(f"script: {result.script_uri}", soft_wrap=True)
+    console.print(f"manifest: {result.manifest_uri}", soft_wrap=True)
