@@ -103,6 +103,8 @@ class Record:
     """What the workers' histories showed, kept across restarts: prompt id -> (cache key, status)."""
 
     prompts: dict[tuple[int, int, str], tuple[str, str]] = field(default_factory=dict)
+    details: dict[tuple[int, int, str], dict[str, Any]] = field(default_factory=dict)  # job, run, times
+    kill_times: list[tuple[float, int, int]] = field(default_factory=list)  # (epoch, worker, its life then)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self, workers: list[Worker], *, items: int | None = 200) -> None:
@@ -117,6 +119,12 @@ class Record:
                     extra = entry["prompt"][3].get("reelforge", {})
                     key = extra.get("cache_key") or f"job:{extra.get('flow_run_id')}:{extra.get('job_id')}"
                     self.prompts[(w.index, w.lives, prompt_id)] = (key, entry["status"]["status_str"])
+                    stamps = {m[0]: round(m[1].get("timestamp", 0) / 1000, 2) for m in entry["status"]["messages"]}
+                    self.details[(w.index, w.lives, prompt_id)] = {
+                        "job": extra.get("job_id"), "run": extra.get("flow_run_id"),
+                        "task_run": extra.get("task_run_id"),
+                        "start": stamps.get("execution_start"), "end": max(stamps.values(), default=None),
+                        "status": entry["status"]["status_str"]}
 
 
 def life_spec(base: str, rng: random.Random) -> str:
@@ -199,6 +207,7 @@ def soak(args: argparse.Namespace) -> int:
                             os.killpg(w.proc.pid, signal.SIGKILL)
                             w.proc.wait()
                         kills += 1
+                        record.kill_times.append((round(time.time(), 2), w.index, w.lives))
                         print(f"  [{now - began:6.0f} s] SIGKILL worker{w.index}; back in 3 s", flush=True)
                         time.sleep(3)
                         launch(work, w, latency, rng)
@@ -247,6 +256,7 @@ def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: lis
     failed = sum(b["failed"] for b in batches)
     # RSS growth of the orchestrator process (its CPU stage processes come and go): the median of the last
     # quarter of the samples against the median of the first quarter after the first batch ended.
+    samples = [s for s in samples if s[1] > 0]  # a sample taken as the orchestrator exited reads nothing
     first_end = next((i for i, s in enumerate(samples) if s[4] > 0), None)
     growth = fd_growth = None
     if first_end is not None and len(samples) - first_end >= 8:
@@ -275,8 +285,22 @@ def report(args: argparse.Namespace, batches: list[dict[str, Any]], samples: lis
           f"{len(twice)}, runs stuck {stuck}")
     if lost:
         print(f"  lost: {lost[:5]}")
+    for key in twice[:8]:
+        print(f"  twice: {key[:16]}:")
+        for (w, life, pid), d in sorted(((k, d) for k, d in record.details.items() if record.prompts[k][0] == key),
+                                        key=lambda kd: kd[1]["start"] or 0):
+            print(f"      worker{w} life {life} prompt {pid[:8]} {d['status']} job {d['job']} task run "
+                  f"{(d['task_run'] or '')[:8]} {d['start']} -> {d['end']}")
     if twice:
-        print(f"  twice: {twice[:5]}")
+        # A prompt that finished in the instant before its worker was killed: its history (in memory, in ComfyUI
+        # too) went with the worker before the client read it, so the job ran again elsewhere.
+        def killed_after(key: str) -> bool:
+            runs = [k for k in record.details if record.prompts[k] == (key, "success")]
+            first = min(runs, key=lambda k: record.details[k]["end"] or 0)
+            end = record.details[first]["end"] or 0
+            return any(w == first[0] and life == first[1] and 0 <= t - end < 3 for t, w, life in record.kill_times)
+        print(f"  of the keys run twice, {sum(killed_after(k) for k in twice)} finished less than 3 s before their "
+              "worker was killed")
     print(f"  orchestrator RSS: {figures['rss_first_batch_mib']} MiB after the first batch, {figures['rss_end_mib']}"
           f" MiB at the end, peak {figures['rss_peak_mib']} MiB (with its CPU stage processes "
           f"{figures['tree_rss_peak_mib']} MiB); growth {figures['rss_growth']} (bound {args.rss_bound}, last "
