@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -426,6 +426,75 @@ class BatchSettings(_EnvSettings):
     )
 
 
+def parse_webhook_urls(spec: str) -> list[str]:
+    """Parse ``REELFORGE_WEBHOOK_URLS``: comma-separated http(s) URLs; an item is named by position, not shown
+    (a URL may carry a token in its path or query)."""
+    urls: list[str] = []
+    for position, raw in enumerate(spec.split(","), start=1):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            parts = urlsplit(item)
+            parts.port  # noqa: B018 - raises for a port that is not a number or out of range
+        except ValueError:
+            raise ValueError(f"REELFORGE_WEBHOOK_URLS item {position}: not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"REELFORGE_WEBHOOK_URLS item {position}: expected an http:// or https:// URL with a host, "
+                "e.g. https://hooks.example.com/reelforge"
+            )
+        if parts.username or parts.password:
+            raise ValueError(f"REELFORGE_WEBHOOK_URLS item {position}: credentials in the URL are not allowed")
+        if item in urls:
+            raise ValueError(f"REELFORGE_WEBHOOK_URLS item {position}: listed twice")
+        urls.append(item)
+    return urls
+
+
+class WebhookSettings(_EnvSettings):
+    """Signed webhooks: a JSON POST per milestone event to each URL, HMAC-SHA256 signed (README "Webhooks")."""
+
+    model_config = SettingsConfigDict(env_prefix="REELFORGE_WEBHOOK_", extra="ignore", hide_input_in_errors=True)
+
+    urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated http(s) URLs that receive every webhook; empty: no webhooks are sent",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="the HMAC-SHA256 key bodies are signed with; required when URLs are set; never logged or echoed",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=300, description="deadline of one POST attempt, seconds")
+    retries: int = Field(
+        default=3, ge=0, le=10,
+        description="retries of one delivery after a 5xx, 429, a timeout or a connection error, with backoff",
+    )
+    backoff_s: float = Field(default=0.5, ge=0, le=60, description="the first backoff wait, doubled each retry")
+    max_total_s: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="the bound on one event's delivery to every URL, retries included; at process exit, pending "
+        "deliveries are waited for at most this long",
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _parse_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_webhook_urls(value)
+        return value
+
+    @model_validator(mode="after")
+    def _secret_with_urls(self) -> WebhookSettings:
+        if self.urls and (self.secret is None or not self.secret.get_secret_value()):
+            raise ValueError("REELFORGE_WEBHOOK_SECRET: required when REELFORGE_WEBHOOK_URLS is set")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.urls)
+
+
 class Settings(BaseModel):
     """Every system's settings, read once at start."""
 
@@ -438,10 +507,12 @@ class Settings(BaseModel):
     character: CharacterSettings = Field(default_factory=CharacterSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     script: ScriptSettings = Field(default_factory=ScriptSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def load(cls) -> Settings:
         return cls(
             workers=WorkerSettings(), store=StoreSettings(), limits=LimitSettings(), llm=LLMSettings(),
             character=CharacterSettings(), batch=BatchSettings(), script=ScriptSettings(),
+            webhooks=WebhookSettings(),
         )

@@ -22,6 +22,7 @@ from typing import Any
 from prefect.events import emit_event
 
 from reelforge.storage import ArtifactRef, StageRecord
+from tasks.webhooks import notify
 
 JOB_COMPLETED = "reelforge.job.completed"
 CHARACTER_READY = "reelforge.character.ready"
@@ -78,6 +79,15 @@ def character_ready(
     slug: str, version: int, manifest: ArtifactRef, *, name: str, executed: int, cached: int,
     score: float | None = None,
 ) -> None:
+    payload: dict[str, Any] = {
+        "slug": slug,
+        "version": version,
+        "manifest_key": manifest.key,
+        "manifest_uri": manifest.uri,
+        "jobs_executed": executed,
+        "jobs_cached": cached,
+        "identity_score": score,
+    }
     emit_event(
         CHARACTER_READY,
         resource={
@@ -85,22 +95,16 @@ def character_ready(
             "prefect.resource.name": name,
             "reelforge.version": str(version),
         },
-        payload={
-            "slug": slug,
-            "version": version,
-            "manifest_key": manifest.key,
-            "manifest_uri": manifest.uri,
-            "jobs_executed": executed,
-            "jobs_cached": cached,
-            "identity_score": score,
-        },
+        payload=payload,
     )
+    notify(CHARACTER_READY, slug, {"name": name, **payload}, manifest=manifest)
 
 
 def character_lora_failed(
     slug: str, version: int, manifest: ArtifactRef, *, name: str, verdict: dict[str, Any]
 ) -> None:
     """The character's LoRA scored below its identity threshold: the verdict (score, threshold, scorer, failing)."""
+    payload = {"slug": slug, "version": version, "manifest_key": manifest.key, "manifest_uri": manifest.uri, **verdict}
     emit_event(
         CHARACTER_LORA_FAILED,
         resource={
@@ -108,9 +112,9 @@ def character_lora_failed(
             "prefect.resource.name": name,
             "reelforge.version": str(version),
         },
-        payload={"slug": slug, "version": version, "manifest_key": manifest.key, "manifest_uri": manifest.uri,
-                 **verdict},
+        payload=payload,
     )
+    notify(CHARACTER_LORA_FAILED, slug, {"name": name, **payload}, manifest=manifest)
 
 
 def video_ready(slug: str, video: ArtifactRef, *, manifest: ArtifactRef | None = None) -> None:
@@ -126,8 +130,11 @@ def video_ready(slug: str, video: ArtifactRef, *, manifest: ArtifactRef | None =
 
 def batch_finished(batch_id: str, summary: ArtifactRef, *, ok: bool, totals: dict[str, Any]) -> None:
     """A batch ended: its summary's location and totals (rows, completed, failed, rejected, skipped, cost)."""
+    event = BATCH_COMPLETED if ok else BATCH_FAILED
+    payload = {"batch_id": batch_id, "summary_key": summary.key, "summary_uri": summary.uri, **totals}
     emit_event(
-        BATCH_COMPLETED if ok else BATCH_FAILED,
+        event,
         resource={"prefect.resource.id": f"reelforge.batch.{batch_id}", "prefect.resource.name": batch_id},
-        payload={"batch_id": batch_id, "summary_key": summary.key, "summary_uri": summary.uri, **totals},
+        payload=payload,
     )
+    notify(event, batch_id, payload, artifacts=[summary])
