@@ -323,6 +323,27 @@ def execute(command: FlowCommand, params: dict[str, Any], *, as_json: bool = Fal
     return EXIT_BAD_INPUT if isinstance(result, InputRejected) else EXIT_FAILED
 
 
+@app.command("deploy")
+def deploy(
+    file: Path = typer.Option(Path("prefect.yaml"), "--file", help="The prefect.yaml to read."),
+    name: list[str] | None = typer.Option(None, "--name", help="Only this deployment (repeatable)."),
+) -> None:
+    """Register prefect.yaml's deployments (schedules, triggers, work pool) with the server in PREFECT_API_URL.
+
+    What `prefect --no-prompt deploy --all` does, through the Python API (prefect 3.8.8's CLI stops after the
+    first deployment: flows/deploy.py)."""
+    from flows.deploy import deploy_all
+
+    err = Console(stderr=True)
+    try:
+        applied = asyncio.run(deploy_all(file, names=name or None))
+    except InputRejected as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    for full, deployment_id in applied.items():
+        print(f"{full}  {deployment_id}")
+
+
 def main() -> None:
     """The ``reelforge`` entry point."""
     _register_flows()

@@ -161,7 +161,7 @@ def served_flow(workdir: Path, prefect_server: str, comfy_worker: Worker) -> Ite
         while True:
             try:
                 answer = httpx.post(f"{prefect_server}/deployments/filter", json={}, timeout=5)
-                if {"cancel-test", "character"} <= {d["name"] for d in answer.json()}:
+                if {"cancel-test", "served-character"} <= {d["name"] for d in answer.json()}:
                     break
             except httpx.HTTPError:
                 pass

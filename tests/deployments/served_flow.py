@@ -1,7 +1,8 @@
 """A cancellable flow served from its own process, for tests/deployments/test_cancel_deployment.py.
 
 ``python tests/deployments/served_flow.py`` serves deployments ``reelforge-cancel-test/cancel-test`` and
-``reelforge-character/character`` (for tests/deployments/test_batch_fan_out.py). Each run
+``reelforge-character/served-character`` (for tests/deployments/test_batch_fan_out.py; not ``character``,
+which test_deploy_all.py deploys from prefect.yaml to the process pool). Each run
 queues ``jobs`` images of the ``character_base_stylized`` template (512x512) through a pool over
 ``REELFORGE_COMFY_URLS``, inside ``cancel_scope``, with the cancellation hooks. It writes ``scope.json`` into
 ``out_dir`` when the flow body exits: when the exception reached the scope and what the cleanup did.
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> int:
     from flows.character import character_flow
 
     # The character deployment too: a batch with REELFORGE_BATCH_FAN_OUT=deployment runs its rows here.
-    serve(cancellable.to_deployment(name="cancel-test"), character_flow.to_deployment(name="character"),
+    serve(cancellable.to_deployment(name="cancel-test"), character_flow.to_deployment(name="served-character"),
           print_starting_message=True)
     return 0
 

@@ -23,7 +23,7 @@ async def test_batch_rows_run_as_runs_of_the_character_deployment(
     monkeypatch.setenv("REELFORGE_STORE", str(workdir / "store"))  # the served process writes here too
     monkeypatch.setenv("REELFORGE_COMFY_URLS", comfy_worker.url)
     monkeypatch.setenv("REELFORGE_BATCH_FAN_OUT", "deployment")
-    monkeypatch.setenv("REELFORGE_BATCH_CHARACTER_DEPLOYMENT", "reelforge-character/character")
+    monkeypatch.setenv("REELFORGE_BATCH_CHARACTER_DEPLOYMENT", "reelforge-character/served-character")
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         state = await batch_flow(  # type: ignore[call-overload]
             character_type="rapper", count=2, seed=11, variations=1, lora=False, intro=False, width=512,
@@ -34,7 +34,7 @@ async def test_batch_rows_run_as_runs_of_the_character_deployment(
         assert state.is_completed(), [(r.row, r.status, r.error) for r in result.summary.rows]
         async with get_client() as client:
             batch_run = await client.read_flow_run(state.state_details.flow_run_id)
-            deployment = await client.read_deployment_by_name("reelforge-character/character")
+            deployment = await client.read_deployment_by_name("reelforge-character/served-character")
             for row in result.summary.rows:
                 assert row.status == "completed" and row.manifest_key and row.flow_run_id
                 run = await client.read_flow_run(UUID(row.flow_run_id))
