@@ -1,0 +1,185 @@
+"""The video flow under Prefect's harness on preview workers: a whole small production with a character (LoRA
+keyframes, a chained scene, first/last frame, lip sync in two windows), what an edit re-executes (counted), takes,
+and bad input refused before any GPU job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+import tasks.events
+from flows.character import character_flow
+from flows.video import VideoResult, video_flow
+from reelforge.errors import InputRejected
+from reelforge.media import probe
+from reelforge.preview import PreviewWorker, PreviewWorkerThread
+from reelforge.script import ScriptLimits, dump_script, parse_script
+from reelforge.storage import LocalStore, read_manifest
+from reelforge.video import CharacterIncomplete, DurationRejected, MusicRejected, ScriptRejected, UnknownCharacter
+
+SIZE: dict[str, Any] = {"width": 320, "height": 320, "production": "bakery"}
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("video")
+    shared = root / "shared-loras"
+    shared.mkdir()
+    threads = [PreviewWorkerThread(PreviewWorker(latency="instant", name=f"video{i}")) for i in range(2)]
+    with pytest.MonkeyPatch.context() as mp:
+        for thread in threads:
+            thread.start()
+            loras = thread.worker.root / "models" / "loras"
+            loras.mkdir(parents=True, exist_ok=True)
+            (loras / "shared").symlink_to(shared, target_is_directory=True)
+        mp.setenv("REELFORGE_COMFY_URLS", ",".join(t.url for t in threads))
+        mp.setenv("REELFORGE_STORE", str(root / "store"))
+        mp.setenv("REELFORGE_LORA_SHARED_DIR", str(shared))
+        mp.setenv("REELFORGE_LORA_SHARED_PREFIX", "shared/")
+        mp.setenv("REELFORGE_DEDUP_RETRIES", "0")
+        yield root
+        for thread in threads:
+            thread.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def mina(env: Path) -> str:
+    await character_flow(name="Mina", variations=1, intro=False, width=256, height=256, lora_steps=8, lora_rank=4)
+    return "Mina"
+
+
+def _edited(env: Path, script: dict[str, Any], name: str) -> str:
+    path = env / f"{name}.json"
+    path.write_bytes(dump_script(parse_script(json.dumps(script), ScriptLimits())))
+    return str(path)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def base(env: Path, mina: str) -> tuple[VideoResult, dict[str, Any]]:
+    """10 s: a scene without the cast, a 5.5 s scene of two chained segments with a line lip-synced in two
+    windows, a closing scene with a line and a described end frame (first/last-frame mode)."""
+    written = await video_flow(brief="Mina opens a tiny bakery at dawn", duration=10, characters=mina, width=320,
+                               height=320)
+    store = LocalStore(env / "store")
+    script = json.loads(store.read_bytes(written.script_key))
+    s1, s2, s3 = script["scenes"]
+    s1["duration_s"], s2["duration_s"], s3["duration_s"] = 2.5, 5.5, 2.0
+    assert s2["characters"] == ["Mina"] and s2["dialogue"] and s3["dialogue"] and s3["end_frame"]
+    path = _edited(env, script, "base")
+    result = await video_flow(script=path, **SIZE)
+    return result, script
+
+
+def executed(result: VideoResult, kind: str | None = None) -> set[str]:
+    prefix = f"{result.slug}-v{result.version}-"
+    return {str(r["job"]).removeprefix(prefix) for r in result.jobs
+            if r["status"] == "executed" and (kind is None or r["kind"] == kind)}
+
+
+async def test_whole_production(env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    result, _ = base
+    info = probe(result.video.uri.removeprefix("file://"))
+    assert info.frame_count == 160 == result.frames and abs((info.duration_s or 0) - 10.0) < 0.07
+    assert info.video[0].width == 320 and info.has_audio
+    assert result.loudness_lufs is not None and abs(result.loudness_lufs + 14) <= 0.5
+    srt = LocalStore(env / "store").read_bytes(result.srt.key).decode("utf-8")
+    assert "-->" in srt and srt.count("-->") == 2
+    gpu = {str(r["job"]).removeprefix(f"{result.slug}-v{result.version}-") for r in result.jobs if r["kind"] == "gpu"}
+    # scene 2: two segments, the second chained from the first's exact last frame; lip sync in two windows
+    assert {"s02-shot1-animation", "s02-shot2-animation", "s02-lipsync1", "s02-lipsync2", "s03-lipsync1",
+            "s01-keyframe-start", "s03-keyframe-end", "music"} <= gpu
+    assert "s02-shot2-seed" in executed(result, "process")
+    assert "music" not in executed(result)  # same mood and length as the written script's run: from cache
+    stages = {r["job"].removeprefix(f"{result.slug}-v{result.version}-"): r for r in result.jobs}
+    assert stages["s01-keyframe-start"]["stage"] == "character_base_realistic"
+    assert stages["s02-keyframe-start"]["stage"] == "keyframe_ipadapter"
+    assert stages["s03-shot1-animation"]["stage"] == "first_last_frame"
+    manifest = read_manifest(LocalStore(env / "store"), result.manifest_key)
+    join = next(s for s in manifest.stages if s.job_id.endswith("s02-lipsync-join"))
+    assert join.record["asked"] == [42, 42] and join.record["frames"] == 84  # from frame 4 (0.3 s) to 88
+    assert sum(join.record["asked"]) == join.record["frames"]
+    assert manifest.kind == "production" and [t["take"] for t in manifest.details["takes"]] == [1, 1, 1, 1]
+    assert result.manifest_key.startswith(f"productions/{result.slug}/v")
+
+
+async def test_motion_prompt_edit_re_executes_that_scene_only(
+        env: Path, base: tuple[VideoResult, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    emitted: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(tasks.events, "emit_event", lambda event, **kw: emitted.append((event, kw)))
+    first, script = base
+    edited = json.loads(json.dumps(script))
+    edited["scenes"][1]["motion_prompt"] = "Mina kneads dough, flour in the air"
+    result = await video_flow(script=_edited(env, edited, "motion"), **SIZE)
+    assert executed(result, "gpu") == {"s02-shot1-animation", "s02-shot2-animation", "s02-lipsync1", "s02-lipsync2"}
+    assert executed(result) - executed(result, "gpu") == {"s02-shot2-seed", "s02-lipsync-face", "s02-lipsync-join",
+                                                           "assembly"}
+    takes = {(t.scene, t.shot): t for t in result.takes}
+    assert takes[(2, 1)].take == 2 and takes[(2, 1)].new and takes[(1, 1)].take == 1
+    store = LocalStore(env / "store")
+    assert store.list(f"productions/{result.slug}/scene-02/shot-01/take-01/")  # the earlier take is kept
+    assert result.version == first.version + 1
+    ready = [kw for event, kw in emitted if event == "reelforge.video.ready"]
+    assert ready and ready[0]["payload"]["key"] == result.video.key
+
+
+async def test_music_mood_edit_re_executes_music_and_assembly(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    _, script = base
+    edited = json.loads(json.dumps(script))
+    edited["audio_mood"] = "dark synthwave, driving"
+    result = await video_flow(script=_edited(env, edited, "mood"), **SIZE)
+    assert executed(result) == {"music", "assembly"}
+
+
+async def test_dialogue_edit_re_executes_that_line_and_its_lip_sync(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    _, script = base
+    edited = json.loads(json.dumps(script))
+    edited["scenes"][2]["dialogue"][0]["text"] = "See you at noon."
+    result = await video_flow(script=_edited(env, edited, "line"), **SIZE)
+    assert executed(result, "gpu") == {"s03-line1", "s03-lipsync1"}
+    assert {"s03-line1-check", "s03-speech", "s03-lipsync-join", "assembly"} <= executed(result)
+    assert not {j for j in executed(result) if not j.startswith("s03-") and j != "assembly"}
+
+
+async def _refused(**params: Any) -> InputRejected:
+    state = await video_flow(**params, return_state=True)  # type: ignore[call-overload]
+    result = await state.result(raise_on_failure=False)
+    assert isinstance(result, InputRejected), result  # `reelforge run` exits 2 for it
+    return result
+
+
+async def test_bad_input_is_refused_naming_what(env: Path, mina: str, tmp_path: Path) -> None:
+    store_dir = env / "store"
+    before = sorted(p for p in store_dir.rglob("*") if p.is_file() and ".prefect" not in str(p))
+    error = await _refused(brief="x", duration=0)
+    assert isinstance(error, DurationRejected) and "--duration" in str(error)
+    error = await _refused(brief="x", duration=100000)
+    assert isinstance(error, DurationRejected) and "REELFORGE_SCRIPT_MAX_DURATION_S" in str(error)
+    error = await _refused(brief="x", duration=10, characters="Nobody Here")
+    assert isinstance(error, UnknownCharacter) and "'Nobody Here'" in str(error)
+    notes = tmp_path / "notes.mp3"
+    notes.write_text("not audio at all")
+    error = await _refused(brief="x", duration=10, music=str(notes))
+    assert isinstance(error, MusicRejected) and "--music" in str(error)
+    bad = tmp_path / "bad.json"
+    script = json.loads((env / "base.json").read_text())
+    script["scenes"][1]["duration_s"] = 0
+    bad.write_text(json.dumps(script))
+    error = await _refused(script=str(bad))
+    assert isinstance(error, ScriptRejected) and "scene 2: duration_s" in str(error)
+    after = sorted(p for p in store_dir.rglob("*") if p.is_file() and ".prefect" not in str(p))
+    assert [p for p in before if p in after] == before  # nothing stored before was removed
+    assert all(p.stat().st_size > 0 for p in before)
+
+
+async def test_character_without_lora_is_refused_naming_it(env: Path) -> None:
+    await character_flow(name="Jun", variations=1, intro=False, lora=False, width=256, height=256)
+    error = await _refused(brief="Jun bakes", duration=10, characters="Jun")
+    assert isinstance(error, CharacterIncomplete) and error.name == "Jun" and "no LoRA" in str(error)
