@@ -4,6 +4,7 @@ and bad input refused before any GPU job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,7 +151,9 @@ async def test_dialogue_edit_re_executes_that_line_and_its_lip_sync(
 
 async def _refused(**params: Any) -> InputRejected:
     state = await video_flow(**params, return_state=True)  # type: ignore[call-overload]
-    result = await state.result(raise_on_failure=False)
+    result: Any = state.result(raise_on_failure=False)
+    if asyncio.iscoroutine(result):
+        result = await result
     assert isinstance(result, InputRejected), result  # `reelforge run` exits 2 for it
     return result
 

@@ -1,0 +1,90 @@
+"""The production plan (pure) and the production's own media steps (real ffmpeg): frame rules, chains, lip-sync
+windows, speech cut without losing a sample, lip-sync windows rejoined to the exact frame count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reelforge.media import probe, run_ffmpeg
+from reelforge.media.synth import write_wav
+from reelforge.script import Scene, Script
+from reelforge.video import (
+    four_n_plus_one,
+    lipsync_join_stage,
+    lipsync_windows,
+    place_lines,
+    plan_scenes,
+    scene_frames,
+    speech_stage,
+)
+from reelforge.video.media import decode_mono
+
+
+def _script(durations: list[float], chained: list[bool]) -> Script:
+    pairs = enumerate(zip(durations, chained, strict=True))
+    scenes = [Scene(number=i + 1, description="d", shot_type="wide", camera="static", motion_prompt="m",
+                    duration_s=d, continues_previous=c) for i, (d, c) in pairs]
+    return Script(title="t", audio_mood="calm", scenes=scenes, target_duration_s=sum(durations), style="s")
+
+
+def test_frame_rules() -> None:
+    assert [four_n_plus_one(n) for n in (1, 2, 5, 6, 80, 81)] == [1, 5, 5, 9, 81, 81]
+    spans = scene_frames([3.3, 3.2, 3.5], 16)
+    assert sum(n for _, n in spans) == 160 and spans[1][0] == spans[0][1]
+
+
+def test_segments_chain_and_fresh_keyframe_after_max_chain() -> None:
+    plans = plan_scenes(_script([12.0, 5.0, 5.0, 5.0], [False, True, True, True]), fps=16, segment_frames=81,
+                        max_chain=3)
+    first = plans[0].segments
+    assert len(first) == 3 and sum(s.shown for s in first) == 192
+    assert [s.start for s in first] == ["keyframe", "chain", "chain"]
+    for s in first:
+        assert s.length % 4 == 1 and s.length <= 81 and s.length >= s.shown + int(s.skip_first)
+    # scene 2 continues the chain (position 3 = max), scene 3 must start fresh, scene 4 continues from it
+    assert plans[1].segments[0].start == "chain" and plans[1].segments[0].chain_position == 3
+    assert plans[2].segments[0].start == "keyframe" and plans[2].keyframe
+    assert plans[3].segments[0].start == "chain" and not plans[3].keyframe
+
+
+def test_lines_and_windows() -> None:
+    assert place_lines(3.0, [1.0, 1.0]) == [0.3, 1.5]
+    starts = place_lines(2.0, [1.0, 0.9])  # too long for lead and gap: squeezed, still inside the scene
+    assert starts[0] >= 0 and starts[1] + 0.9 <= 2.0
+    assert lipsync_windows(84, 77) == ([42, 42], [45, 45])
+    windows, lengths = lipsync_windows(200, 77)
+    assert sum(windows) == 200 and max(windows) <= 77 and all(n % 4 == 1 for n in lengths)
+
+
+def _clip(path: Path, frames: int, size: int = 64) -> Path:
+    run_ffmpeg(["-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}x{size}:rate=16",
+                "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(path)])
+    return path
+
+
+def test_speech_cut_into_windows_loses_no_sample_and_join_reconciles_frames(tmp_path: Path) -> None:
+    rate = 24000
+    t = np.arange(int(1.2 * rate)) / rate
+    line = write_wav(tmp_path / "line.wav", 0.5 * np.sin(2 * np.pi * 440 * t), rate)
+    out = speech_stage({"line0": line}, {"offsets_s": [0.5], "windows": [42, 42], "fps": 16}, tmp_path / "sp")
+    full = decode_mono(out.products[0].path, rate)
+    parts = [decode_mono(p.path, rate) for p in out.products[1:]]
+    assert full.size == round(84 / 16 * rate) and sum(p.size for p in parts) == full.size
+    assert np.allclose(np.concatenate(parts), full, atol=1e-4)  # window seams lose nothing
+    assert abs(full[round(0.5 * rate) + 100]) > 0 or abs(full[round(0.5 * rate) + 200]) > 0
+    # a lip-sync model that drops tail frames (LatentSync #64): 45 asked, 40 and 45 returned
+    chunks = {"chunk0": _clip(tmp_path / "c0.mp4", 40), "chunk1": _clip(tmp_path / "c1.mp4", 45)}
+    joined = lipsync_join_stage({**chunks, "speech": out.products[0].path}, {"windows": [42, 42], "fps": 16},
+                                tmp_path / "join")
+    info = probe(joined.products[0].path)
+    assert info.frame_count == 84 and joined.record["held"] == [2, 0] and joined.record["trimmed"] == [0, 3]
+    assert info.audio and abs((info.audio[0].duration_s or 0) - 84 / 16) < 0.03
+
+
+@pytest.mark.parametrize("frames", [0])
+def test_no_lipsync_of_nothing(frames: int) -> None:
+    with pytest.raises(ValueError):
+        lipsync_windows(frames, 77)
