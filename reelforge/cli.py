@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -22,6 +23,9 @@ templates_app = typer.Typer(help="Workflow templates (workflows/NAME.json + NAME
 app.add_typer(templates_app, name="templates")
 lora_app = typer.Typer(help="Stored LoRA versions (loras/<character>/v<N>/ in REELFORGE_STORE).", no_args_is_help=True)
 app.add_typer(lora_app, name="lora")
+characters_app = typer.Typer(help="Stored characters (characters/<slug>/v<N>/ in REELFORGE_STORE).",
+                             no_args_is_help=True)
+app.add_typer(characters_app, name="characters")
 
 
 @app.command("preview-worker")
@@ -304,7 +308,11 @@ def lora_list(
         )
         for r in records
     ]
-    header = ("CHARACTER", "VERSION", "FAMILY", "RANK", "SIZE", "SHA256", "VERDICT")
+    _table(("CHARACTER", "VERSION", "FAMILY", "RANK", "SIZE", "SHA256", "VERDICT"), rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Aligned columns on stdout, the header first."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -344,6 +352,142 @@ def lora_show(
     typer.echo("validation:")
     for key, value in report.items():
         typer.echo(f"  {key + ':':<18} {_shown(value)}")
+
+
+# -- workers: what every configured worker holds -------------------------------------------------------------
+
+
+@app.command("workers")
+def workers(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of the reports on stdout.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds per request (default REELFORGE_REQUEST_TIMEOUT_S).")
+    ] = None,
+    files: Annotated[bool, typer.Option("--files", help="List every model file, not only counts.")] = False,
+) -> None:
+    """Every worker of REELFORGE_COMFY_URLS: health, labels, node classes, models, the model its latest prompt
+    loaded, queue depth, our prompts and their flow runs. Unreachable workers are listed with the reason; exit 0
+    (2 on bad settings)."""
+    import asyncio
+
+    from reelforge.inventory import inspect_workers
+    from reelforge.settings import WorkerSettings
+
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc.errors()[0]['msg']}")
+    if settings.embedded:
+        if as_json:
+            typer.echo("[]")
+        else:
+            typer.echo("no workers configured (REELFORGE_COMFY_URLS is empty): each run starts "
+                       f"{settings.preview_workers} embedded preview workers of its own")
+        return
+    reports = asyncio.run(inspect_workers(settings, reason=worker_failure, timeout_s=timeout))
+    if as_json:
+        data = [r.model_dump(mode="json", exclude=set() if files else {"model_files"}) | {"queue_depth": r.queue_depth}
+                for r in reports]
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    for report in reports:
+        labels = "+".join(report.labels) or "any"
+        if not report.healthy:
+            typer.echo(f"{report.url}  [{labels}]  DOWN: {report.error}")
+            continue
+        version = f"ComfyUI {report.comfyui_version}" if report.comfyui_version else "ComfyUI"
+        devices = f" on {', '.join(report.devices)}" if report.devices else ""
+        typer.echo(f"{report.url}  [{labels}]  healthy, {version}{devices}")
+        typer.echo(f"  node classes  {report.node_classes if report.node_classes is not None else '?'}")
+        models = ", ".join(f"{folder} {count}" for folder, count in sorted(report.models.items())) or "none"
+        typer.echo(f"  models        {models}")
+        if files:
+            for folder, names in sorted(report.model_files.items()):
+                for name in names:
+                    typer.echo(f"    {folder}/{name}")
+        typer.echo(f"  last loaded   {', '.join(report.last_loaded) or '- (no prompt in its history)'}")
+        depth = "?" if report.queue_depth is None else f"{report.running} running, {report.pending} pending"
+        typer.echo(f"  queue         {depth}; ours: {len(report.ours)}")
+        for ours in report.ours:
+            typer.echo(f"    {ours.state:<8} {ours.prompt_id}  job {ours.job_id}  flow run {ours.flow_run_id or '-'}")
+        for problem in report.problems:
+            typer.echo(f"  problem       {problem}")
+    down = [r for r in reports if not r.healthy]
+    typer.echo(f"{len(reports) - len(down)} of {len(reports)} workers healthy", err=True)
+
+
+# -- characters: the store's character versions --------------------------------------------------------------
+
+
+@characters_app.command("list")
+def characters_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """Every stored character: slug, name, versions, the latest complete one, its LoRA verdict and manifest URI."""
+    from reelforge.inventory import list_characters
+    from reelforge.storage import StoreError
+
+    store, where = _lora_store()
+    try:
+        entries = list_characters(store)
+    except StoreError as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
+        return
+    if not entries:
+        typer.echo(f"no characters stored in {where}")
+        return
+    rows = []
+    for entry in entries:
+        latest = entry.latest
+        states = ",".join(f"v{v.version}" + ("" if v.state == "complete" else f"({v.state})") for v in entry.versions)
+        verdict = "-" if latest is None or latest.verdict is None else f"{latest.verdict} {latest.score}"
+        rows.append((entry.slug, entry.name or "-", states or "-", f"v{latest.version}" if latest else "-", verdict,
+                     (latest.manifest_uri or "-") if latest else "-"))
+    _table(("SLUG", "NAME", "VERSIONS", "LATEST", "LORA VERDICT", "MANIFEST"), rows)
+
+
+@characters_app.command("show")
+def characters_show(
+    name: Annotated[str, typer.Argument(help="Character name or slug (e.g. 'Mina Park' or mina-park-...).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The character as one JSON object on stdout.")] = False,
+) -> None:
+    """Every version of one character: state, LoRA and verdict, voice, intro, GPU seconds, cost, artifacts and
+    URIs. Exit 2 with the nearest stored names when there is no such character."""
+    from reelforge.inventory import CharacterNotFound, find_character
+    from reelforge.storage import StoreError
+
+    store, _ = _lora_store()
+    try:
+        entry = find_character(store, name)
+    except CharacterNotFound as exc:
+        _fail(str(exc))
+    except StoreError as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps(entry.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{entry.name or entry.slug} ({entry.slug})")
+    for version in entry.versions:
+        if version.state != "complete":
+            typer.echo(f"v{version.version}  {version.state}")
+            continue
+        if version.error:
+            typer.echo(f"v{version.version}  manifest unreadable: {version.error}")
+            continue
+        verdict = "no LoRA" if version.verdict is None else f"LoRA {version.verdict} (score {version.score})"
+        typer.echo(f"v{version.version}  {version.created_at}  {verdict}  GPU {version.gpu_seconds} s  "
+                   f"cost {version.cost}")
+        typer.echo(f"  manifest  {version.manifest_uri}")
+        if version.lora:
+            typer.echo(f"  lora      {version.lora.get('file_key')} (v{version.lora.get('version')}, "
+                       f"{version.lora.get('family')}, rank {version.lora.get('rank')})")
+        for what, item in (("voice", version.voice), ("intro", version.intro)):
+            if item:
+                typer.echo(f"  {what:<9} {item['uri']}")
+        for artifact in version.artifacts:
+            typer.echo(f"  {artifact['stage']:<28} {artifact['uri']}")
 
 
 def _shown(value: object) -> str:

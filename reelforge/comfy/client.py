@@ -381,6 +381,13 @@ class ComfyClient:
             self._witness = prompt_id
         return entry
 
+    async def recent_history(self, max_items: int = 1) -> dict[str, Any]:
+        """``GET /history?max_items=N``: the last N entries, by prompt id, oldest first."""
+        data = await self._get_json("/history", params={"max_items": max_items})
+        if not isinstance(data, dict):
+            raise self._shape_error("GET /history", "an object", data)
+        return data
+
     async def delete_pending(self, prompt_ids: Iterable[str]) -> None:
         """Remove pending prompts (``POST /queue {"delete"}``); running ones are not affected."""
         ids = [str(i) for i in prompt_ids]
