@@ -171,8 +171,8 @@ async def fetch_outputs(
                     ) from err
                 delay = backoff_s * 2 ** (attempt - 1)
                 log.warning(
-                    "download of %s from %s failed (%s); retry %d/%d in %.1f s",
-                    output.filename, result.worker, err.message, attempt, retries, delay,
+                    "download of %s (prompt %s) from %s failed (%s); retry %d/%d in %.1f s",
+                    output.filename, result.prompt_id, result.worker, err.message, attempt, retries, delay,
                 )
                 await asyncio.sleep(delay)
     return fetched

@@ -458,13 +458,15 @@ class WorkerPool:
                 failovers += 1
                 worker.failed_over += 1
                 if failovers > self.max_failovers:
-                    log.warning("job %s: giving up after %d failovers: %s", owner.job_id, failovers - 1, err)
+                    log.warning("job %s (flow run %s): giving up after %d failovers, last on %s under prompt %s: %s",
+                                owner.job_id, owner.flow_run_id, failovers - 1, worker.name, prompt_id, err)
                     raise
                 self.failovers += 1
                 requirement = replace(requirement, avoid=requirement.avoid | {worker.name})
                 log.warning(
-                    "job %s: worker %s failed under prompt %s (%s: %s); running it elsewhere (%d/%d)",
+                    "job %s (flow run %s): worker %s failed under prompt %s (%s: %s); running it elsewhere (%d/%d)",
                     owner.job_id,
+                    owner.flow_run_id,
                     worker.name,
                     prompt_id,
                     type(err).__name__,

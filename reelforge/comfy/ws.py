@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -22,6 +23,21 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 log = logging.getLogger("reelforge.comfy.ws")
+
+
+class _NoCredentials(logging.Filter):
+    """websockets logs every handshake header at DEBUG: the bearer token must not reach any log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "authorization" in message.lower():
+            record.msg, record.args = re.sub(r"(?i)(authorization:\s*)\S.*", r"\1***", message), None
+        return True
+
+
+# The protocol logger handed to websockets (its handshake lines), with the token masked.
+_protocol_log = logging.getLogger("reelforge.comfy.ws.protocol")
+_protocol_log.addFilter(_NoCredentials())
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -149,6 +165,7 @@ class EventStream:
                     ping_interval=20,
                     ping_timeout=20,
                     close_timeout=2,
+                    logger=_protocol_log,
                 ) as ws:
                     self._ws = ws
                     self.generation += 1
