@@ -126,6 +126,7 @@ def video_ready(slug: str, video: ArtifactRef, *, manifest: ArtifactRef | None =
         resource={"prefect.resource.id": f"reelforge.video.{slug}", "prefect.resource.name": slug},
         payload=payload,
     )
+    notify(VIDEO_READY, slug, payload, manifest=manifest, artifacts=[video])
 
 
 def batch_finished(batch_id: str, summary: ArtifactRef, *, ok: bool, totals: dict[str, Any]) -> None:
