@@ -10,7 +10,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 # No traffic leaves the machine: Prefect's server would otherwise try to send telemetry.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo demo-video test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/reelforge run character
+
+# A 30-second animatic on the embedded preview workers, offline (scene cards, speech, music bed, subtitles).
+demo-video: $(STAMP)
+	$(BIN)/reelforge run video --production demo-animatic --duration 30 --width 640 --height 352 --burn-subtitles \
+		--brief "A lighthouse keeper on a stormy island finds a message in a bottle and sets out to answer it"
 
 lint: $(STAMP)
 	$(BIN)/ruff check reelforge tasks flows tests bench

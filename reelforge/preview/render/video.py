@@ -4,7 +4,8 @@
 that is easy to see and deterministic in the recipe:
 
 * image-to-video (Wan 2.2 TI2V): a slow zoom and pan over the start image (frame 0 is the start image),
-  a marker moving across the frame, the prompt and a progress bar;
+  a marker moving across the frame, the prompt and a progress bar; the start image's top band (``CARD_BAND``:
+  where the image renderer writes the keyframe's prompt, the scene card of an animatic) stays still and legible;
 * first/last frame (Wan FLF2V, ``recipe.end_image`` set): a transition from the start image (frame 0) to the
   end image (last frame), with a gentle zoom that is 1 at both ends;
 * talking (Wan S2V, ``recipe.audio`` set): the reference image with a slight head bob, a mouth whose
@@ -27,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from reelforge.preview.values import AudioEmbedding, Recipe
 
 DEFAULT_TALKING_FPS = 16.0
+CARD_BAND = 0.24  # the top fraction of the start image kept unzoomed in image-to-video (the prompt panel)
 
 
 def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -136,8 +138,10 @@ def _draw_overlay(
         open_h = h * (0.015 + 0.12 * mouth)
         draw.ellipse((cx - mw / 2, cy - open_h / 2, cx + mw / 2, cy + open_h / 2), fill=(120, 10, 20))
         draw.rectangle((0, h - 3 * bar_h, int(w * mouth), h - 2 * bar_h), fill=(40, 220, 90))
-    for line_no, line in enumerate(_caption(recipe, w)):
-        y = 2 + line_no * 11
+    lines = _caption(recipe, w)
+    top = h - bar_h - 4 - 11 * len(lines)  # above the progress bar: the top band shows the keyframe's own text
+    for line_no, line in enumerate(lines):
+        y = top + line_no * 11
         draw.text((3, y + 1), line, fill=(0, 0, 0), font=font)
         draw.text((2, y), line, fill=(255, 255, 255), font=font)
     return np.asarray(img, dtype=np.float32) / 255.0
@@ -179,5 +183,8 @@ def render_video(recipe: Recipe) -> np.ndarray:
         else:
             zoom = 1.0 + 0.15 * a
             frame = _zoom_pan(start_pil, zoom, direction * 0.05 * width * a, 0.03 * height * math.sin(math.pi * a))
+            if recipe.start_image is not None:
+                band = max(1, round(CARD_BAND * height))
+                frame[:band] = start[:band]
         out[i] = _draw_overlay(frame, recipe, i, total, font, mouth)
     return out
