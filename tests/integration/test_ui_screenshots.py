@@ -47,7 +47,7 @@ def test_ui_screenshots(tmp_path: Path) -> None:
     for name, path in found.shots.items():
         assert path.exists() and path.stat().st_size > 10_000, name
         colours, top = not_blank(path)
-        assert colours > 50 and top < 0.9, (name, colours, top)
+        assert colours > 50 and top < 0.97, (name, colours, top)  # a blank page: 1 colour, ~1.0
     # The progress was photographed while the run was going, part way through.
     assert found.state_at_shot == "RUNNING"
     assert found.progress_at_shot is not None and 0 < found.progress_at_shot < 100
