@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -52,6 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Download failures worth another try: the prompt finished, its files are on the worker.
+T = TypeVar("T")
+
 _RETRY_DOWNLOAD: tuple[type[TransientComfyError], ...] = (WorkerUnavailable, WorkerTimeout, WorkerServerError)
 
 
@@ -153,29 +156,35 @@ async def fetch_outputs(
     """
     client = pool.client_for(result.worker)
     await asyncio.to_thread(dest_dir.mkdir, parents=True, exist_ok=True)
-    fetched: list[DownloadedFile] = []
-    outputs = [*result.outputs, *[o for saved in result.saved_models for o in await find_saved(client, saved)]]
-    for output in outputs:
+
+    async def patiently(what: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        # A finished prompt's outputs are asked for again, never the prompt run again: a 500 from /view or from
+        # /models (where saved models are found) ends, after the retries, in OutputFetchFailed with the result.
         attempt = 0
         while True:
             try:
-                fetched.append(await client.download_file(output, dest_dir))
-                break
+                return await fetch()
             except _RETRY_DOWNLOAD as err:
                 attempt += 1
                 if attempt > retries:
                     pool.report_failure(result.worker, err)
                     raise OutputFetchFailed(
-                        f"could not download {output.filename} after {attempt} attempts ({err.message})",
-                        result=result,
+                        f"could not {what} after {attempt} attempts ({err.message})", result=result
                     ) from err
                 delay = backoff_s * 2 ** (attempt - 1)
                 log.warning(
-                    "download of %s (prompt %s) from %s failed (%s); retry %d/%d in %.1f s",
-                    output.filename, result.prompt_id, result.worker, err.message, attempt, retries, delay,
+                    "%s (prompt %s) from %s failed (%s); retry %d/%d in %.1f s",
+                    what, result.prompt_id, result.worker, err.message, attempt, retries, delay,
                 )
                 await asyncio.sleep(delay)
-    return fetched
+
+    outputs = list(result.outputs)
+    for saved in result.saved_models:
+        outputs += await patiently(f"list the files node {saved.node_id} saved", partial(find_saved, client, saved))
+    return [
+        await patiently(f"download {output.filename}", partial(client.download_file, output, dest_dir))
+        for output in outputs
+    ]
 
 
 async def find_saved(client: ComfyClient, saved: SavedModel) -> list[OutputFile]:
