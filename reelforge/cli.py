@@ -26,6 +26,9 @@ app.add_typer(lora_app, name="lora")
 characters_app = typer.Typer(help="Stored characters (characters/<slug>/v<N>/ in REELFORGE_STORE).",
                              no_args_is_help=True)
 app.add_typer(characters_app, name="characters")
+productions_app = typer.Typer(help="Stored productions (productions/<slug>/ in REELFORGE_STORE).",
+                              no_args_is_help=True)
+app.add_typer(productions_app, name="productions")
 
 
 @app.command("preview-worker")
@@ -500,3 +503,70 @@ def _shown(value: object) -> str:
 
 if __name__ == "__main__":
     app()
+
+
+# -- productions: the store's videos ------------------------------------------------------------------------
+
+
+@productions_app.command("list")
+def productions_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """Every stored production: slug, title, versions, the latest complete one and its video URI."""
+    from reelforge.inventory import list_productions
+    from reelforge.storage import StoreError
+
+    store, where = _lora_store()
+    try:
+        entries = list_productions(store)
+    except StoreError as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
+        return
+    if not entries:
+        typer.echo(f"no productions stored in {where}")
+        return
+    rows = []
+    for entry in entries:
+        latest = entry.latest
+        states = ",".join(f"v{v.version}" + ("" if v.state == "complete" else f"({v.state})") for v in entry.versions)
+        rows.append((entry.slug, entry.title or "-", states or "-", f"v{latest.version}" if latest else "-",
+                     (latest.video_uri or "-") if latest else "-"))
+    _table(("SLUG", "TITLE", "VERSIONS", "LATEST", "VIDEO"), rows)
+
+
+@productions_app.command("show")
+def productions_show(
+    name: Annotated[str, typer.Argument(help="Production slug or title.")],
+    as_json: Annotated[bool, typer.Option("--json", help="The production as one JSON object on stdout.")] = False,
+) -> None:
+    """Every version of one production: video, script, cast, the takes it uses, GPU seconds, cost. Exit 2 with
+    the nearest stored names when there is no such production."""
+    from reelforge.inventory import ProductionNotFound, find_production
+    from reelforge.storage import StoreError
+
+    store, _ = _lora_store()
+    try:
+        entry = find_production(store, name)
+    except ProductionNotFound as exc:
+        _fail(str(exc))
+    except StoreError as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps(entry.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return
+    typer.echo(f"{entry.title or entry.slug} ({entry.slug})")
+    for version in entry.versions:
+        if version.state != "complete" or version.error:
+            typer.echo(f"v{version.version}  {version.error or version.state}")
+            continue
+        cast = ", ".join(f"{n} ({c.get('slug')} v{c.get('version')})" for n, c in version.cast.items()) or "none"
+        typer.echo(f"v{version.version}  {version.created_at}  GPU {version.gpu_seconds} s  cost {version.cost}  "
+                   f"cast: {cast}")
+        typer.echo(f"  video     {version.video_uri}")
+        typer.echo(f"  manifest  {version.manifest_uri}")
+        typer.echo(f"  script    {version.script_key}")
+        for take in version.takes:
+            typer.echo(f"  take      scene {take.get('scene')} shot {take.get('shot')} take {take.get('take')}  "
+                       f"{take.get('place', '')}")

@@ -29,6 +29,7 @@ from reelforge.storage import (
     StoreError,
     character_manifest_key,
     character_prefix,
+    production_prefix,
     read_manifest,
 )
 
@@ -37,10 +38,15 @@ __all__ = [
     "CharacterNotFound",
     "CharacterVersion",
     "OurPrompt",
+    "ProductionEntry",
+    "ProductionNotFound",
+    "ProductionVersion",
     "WorkerReport",
     "find_character",
+    "find_production",
     "inspect_workers",
     "list_characters",
+    "list_productions",
 ]
 
 # ------------------------------------------------------------------------------------------------ workers
@@ -280,3 +286,98 @@ def find_character(store: ArtifactStore, name_or_slug: str) -> CharacterEntry:
     close = difflib.get_close_matches(wanted.casefold(), list(keys), n=6, cutoff=0.6)
     suggestions = list(dict.fromkeys(shown[keys[c]] for c in close))[:3]
     raise CharacterNotFound(wanted, suggestions)
+
+
+# --------------------------------------------------------------------------------------------- productions
+
+
+class ProductionVersion(BaseModel):
+    """One version of a production: its video, script, cast and the takes it uses."""
+
+    version: int
+    state: str  # complete | reserved | abandoned
+    manifest_key: str | None = None
+    manifest_uri: str | None = None
+    created_at: str | None = None
+    video_uri: str | None = None
+    script_key: str | None = None
+    cast: dict[str, Any] = Field(default_factory=dict)
+    takes: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_seconds: float | None = None
+    cost: float | None = None
+    error: str | None = None  # an unreadable manifest
+
+
+class ProductionEntry(BaseModel):
+    """A production in the store (``productions/<slug>/``): its title and versions."""
+
+    slug: str
+    title: str | None = None
+    versions: list[ProductionVersion] = Field(default_factory=list)
+
+    @property
+    def latest(self) -> ProductionVersion | None:
+        complete = [v for v in self.versions if v.state == "complete"]
+        return complete[-1] if complete else None
+
+
+class ProductionNotFound(LookupError):
+    """No production of that slug or title; ``suggestions`` are the nearest ones stored."""
+
+    def __init__(self, wanted: str, suggestions: list[str]) -> None:
+        hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(f"no production {wanted!r} in the store{hint}")
+        self.wanted = wanted
+        self.suggestions = suggestions
+
+
+def _production(store: ArtifactStore, slug: str) -> ProductionEntry:
+    entry = ProductionEntry(slug=slug)
+    for info in store.versions(production_prefix(slug)):
+        version = ProductionVersion(version=info.number, state=str(info.state))
+        entry.versions.append(version)
+        if info.state != "complete":
+            continue
+        key = f"{production_prefix(slug, info.number)}manifest.json"
+        version.manifest_key = key
+        try:
+            manifest: Manifest = read_manifest(store, key)
+            version.manifest_uri = store.ref(key).uri
+        except StoreError as exc:
+            version.error = str(exc).splitlines()[0]
+            continue
+        entry.title = manifest.name or entry.title
+        version.created_at = manifest.created_at.isoformat()
+        video = manifest.details.get("video")
+        version.video_uri = store.ref(video).uri if isinstance(video, str) else None
+        script = manifest.details.get("script")
+        version.script_key = script.get("key") if isinstance(script, dict) else None
+        cast, takes = manifest.details.get("cast"), manifest.details.get("takes")
+        version.cast = cast if isinstance(cast, dict) else {}
+        version.takes = [t for t in takes if isinstance(t, dict)] if isinstance(takes, list) else []
+        version.gpu_seconds, version.cost = round(manifest.total_gpu_seconds, 3), round(manifest.total_cost, 6)
+    return entry
+
+
+def _production_slugs(store: ArtifactStore) -> list[str]:
+    keys = store.list("productions/")
+    return sorted({k.split("/")[1] for k in keys if k.count("/") >= 2})
+
+
+def list_productions(store: ArtifactStore) -> list[ProductionEntry]:
+    """Every production in the store with its versions, by slug."""
+    return [_production(store, slug) for slug in _production_slugs(store)]
+
+
+def find_production(store: ArtifactStore, slug_or_title: str) -> ProductionEntry:
+    """One production by slug or by title (case-insensitive); else ``ProductionNotFound`` with the nearest."""
+    wanted = slug_or_title.strip()
+    slugs = _production_slugs(store)
+    if wanted in slugs:
+        return _production(store, wanted)
+    entries = list_productions(store)
+    by_title = {e.title.casefold(): e for e in entries if e.title}
+    if wanted.casefold() in by_title:
+        return by_title[wanted.casefold()]
+    known = slugs + [e.title for e in entries if e.title]
+    raise ProductionNotFound(wanted, difflib.get_close_matches(wanted, known, n=2, cutoff=0.5))

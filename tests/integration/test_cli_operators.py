@@ -171,3 +171,42 @@ def test_characters_list_on_an_empty_store(tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 0 and "no characters stored" in result.stdout
 
 
+
+
+def _production(store: LocalStore, slug: str, title: str, version: int, takes: int) -> None:
+    prefix = f"productions/{slug}/"
+    store.reserve_version(prefix, Holder.current(label=title))
+    video = store.put_bytes(f"{title} v{version}".encode(), f"{prefix}assembly/{version}.mp4", kind="video")
+    stages = [StageRecord(stage="assemble", version="t", kind="process", job_id="assembly", cache_key=f"a{version}",
+                          outputs=[StoredOutput(**video.model_dump(), node_id="video")],
+                          job=JobFacts(prompt_id="p", worker="w", gpu_seconds=3.5, cost=0.2))]
+    details = {"script": {"key": f"{prefix}script/s{version}.json"}, "video": video.key,
+               "cast": {"Mina Park": {"slug": "mina-park", "version": 2}},
+               "takes": [{"scene": i + 1, "shot": 1, "take": version, "new": True,
+                          "place": f"{prefix}scene-{i + 1:02d}/shot-01/take-{version:02d}/"} for i in range(takes)]}
+    manifest = Manifest(subject=slug, kind="production", name=title, version=version, stages=stages,
+                        details=details)
+    write_manifest(store, manifest, f"{prefix}v{version}/manifest.json")
+
+
+def test_productions_list_and_show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "store"
+    monkeypatch.setenv("REELFORGE_STORE", str(root))
+    store = LocalStore(root)
+    _production(store, "bakery-at-dawn", "Bakery at Dawn", 1, takes=3)
+    _production(store, "bakery-at-dawn", "Bakery at Dawn", 2, takes=3)
+    listed = runner.invoke(app, ["productions", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.stdout)
+    assert entry["slug"] == "bakery-at-dawn" and entry["title"] == "Bakery at Dawn"
+    assert [v["version"] for v in entry["versions"]] == [1, 2]
+    assert entry["versions"][1]["video_uri"].endswith("/productions/bakery-at-dawn/assembly/2.mp4")
+    text = runner.invoke(app, ["productions", "list"]).stdout
+    assert "Bakery at Dawn" in text and "v1,v2" in text
+    shown = runner.invoke(app, ["productions", "show", "bakery at dawn"])  # by title, any case
+    assert shown.exit_code == 0, shown.output
+    assert "Mina Park (mina-park v2)" in shown.stdout and "scene 3 shot 1 take 2" in shown.stdout
+    assert json.loads(runner.invoke(app, ["productions", "show", "bakery-at-dawn", "--json"]).stdout)[
+        "versions"][0]["takes"][0]["place"] == "productions/bakery-at-dawn/scene-01/shot-01/take-01/"
+    missing = runner.invoke(app, ["productions", "show", "bakery-at-dusk"])
+    assert missing.exit_code == 2 and "did you mean 'bakery-at-dawn'" in missing.stderr
