@@ -5,12 +5,21 @@ Runs while a GPU worker image is built (or on a worker's first start), never in 
 
     python fetch_models.py --lock lock.yaml --models-dir /opt/ComfyUI/models [--only image_to_video ...]
 
+    python fetch_models.py --lock lock.yaml --models-dir /opt/ComfyUI/models --verify   # readiness, no downloads
+
 Standalone on purpose (stdlib + PyYAML only) so it runs inside the image without reelforge installed.
-A file that is already present with the locked size and digest is skipped. A download lands in
-`<name>.part` and is renamed into place only after it checks out, so an interrupted build never
-leaves a truncated model behind. Entries whose sha256 is null in the lock are downloaded anyway and
-their computed digest is printed so the lock can be completed. `HF_TOKEN` (if set) is sent to
-huggingface.co for gated repositories; nothing else is read from the environment.
+A file that is already present with the locked size and digest is skipped; a present file that does not
+match is removed (ComfyUI must never load it) and fetched again. A download lands in `<name>.part` and is
+renamed into place only after its size (the lock's, else the server's Content-Length) and sha256 check
+out, so an interrupted build never leaves a truncated model behind. A short read keeps the `.part` and is
+resumed with an HTTP Range request (up to --retries more attempts); a digest mismatch deletes it.
+Entries whose sha256 (or size) is null in the lock are downloaded, and the digest and size computed are
+written into the lock file (comments kept) and printed: from then on a file that differs is refused.
+`HF_TOKEN` (if set) is sent to huggingface.co only (never across a redirect to a CDN) for gated
+repositories; nothing else is read from the environment.
+
+--verify downloads nothing: it exits 0 only when every planned model is present with the locked size
+(and, with --deep, the locked sha256); the worker image's entrypoint and healthcheck use it.
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -41,6 +54,7 @@ FOLDER_DIRS = {
     "qwen-tts": "qwen-tts",  # registered by ComfyUI-Qwen-TTS; entries are repository snapshots
 }
 HF_REPO_URL = "https://huggingface.co/"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}  # plain http is accepted for these only (local mirrors, tests)
 
 
 class LockFileError(ValueError):
@@ -91,8 +105,8 @@ def plan(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[Dow
         sha = entry.get("sha256")
         if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
             raise LockFileError(f"{entry['name']}: sha256 must be 64 lowercase hex digits or null")
-        if not str(entry.get("url", "")).startswith("https://"):
-            raise LockFileError(f"{entry['name']}: url must be https")
+        if not _allowed_url(str(entry.get("url", ""))):
+            raise LockFileError(f"{entry['name']}: url must be https (plain http only on loopback)")
         items.append(
             Download(
                 entry["folder"],
@@ -104,6 +118,11 @@ def plan(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[Dow
             )
         )
     return items
+
+
+def _allowed_url(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOOPBACK_HOSTS)
 
 
 def unprovided(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[tuple[str, Path]]:
@@ -144,32 +163,143 @@ def fetch_snapshot(item: Download) -> str:
     return "snapshot"
 
 
-def fetch(item: Download) -> str:
-    """Download one file; returns its sha256. Raises on size or digest mismatch."""
+class DownloadError(RuntimeError):
+    """One attempt failed; `resumable` says whether the `.part` file is a good prefix worth resuming."""
+
+    def __init__(self, message: str, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+
+
+def _open(item: Download, offset: int):
+    request = urllib.request.Request(item.url, headers={"User-Agent": "reelforge-fetch-models"})
+    token = os.environ.get("HF_TOKEN")
+    if token and item.url.startswith(HF_REPO_URL):
+        # Unredirected: urllib would otherwise repeat it to whatever host a redirect names (HF's CDN).
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    return urllib.request.urlopen(request, timeout=60)
+
+
+def _attempt(item: Download, part: Path) -> tuple[str, int]:
+    """One download attempt into `part`, resuming a prefix already there; returns (sha256, size)."""
+    offset = part.stat().st_size if part.is_file() else 0
+    if item.size is not None and offset > item.size:
+        part.unlink()
+        offset = 0
+    digest = hashlib.sha256()
+    try:
+        response = _open(item, offset)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # range beyond the end: the prefix is useless, start again
+            part.unlink(missing_ok=True)
+        raise DownloadError(f"HTTP {exc.code} {exc.reason}", resumable=exc.code >= 500 or exc.code == 416) from exc
+    except OSError as exc:
+        raise DownloadError(f"cannot connect: {exc}", resumable=True) from exc
+    with response:
+        if offset and response.status == 206:
+            with part.open("rb") as handle:  # the kept prefix counts towards the digest
+                for chunk in iter(lambda: handle.read(CHUNK), b""):
+                    digest.update(chunk)
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"  # the server ignored the Range header: start over
+        length = response.headers.get("Content-Length")
+        expected = offset + int(length) if length is not None and length.isdigit() else None
+        written = offset
+        try:
+            with part.open(mode) as out:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    written += len(chunk)
+                    if item.size is not None and written > item.size:
+                        break
+        except OSError as exc:  # reset or timeout mid-body: what was written is a good prefix
+            raise DownloadError(f"read failed after {written} bytes: {exc}", resumable=True) from exc
+    want = item.size if item.size is not None else expected
+    if item.size is not None and written > item.size:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"got more than {item.size} bytes (the size in the lock)")
+    if want is not None and written < want:
+        # http.client returns a short body without an error when the connection closes early.
+        raise DownloadError(f"short read: got {written} of {want} bytes", resumable=True)
+    if expected is not None and written != expected:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"got {written} bytes, the server announced {expected}")
+    got = digest.hexdigest()
+    if item.sha256 is not None and got != item.sha256:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"sha256 {got} does not match the lock ({item.sha256}); file refused")
+    return got, written
+
+
+def fetch(item: Download, retries: int = 3, backoff: float = 2.0) -> str:
+    """Download one file; returns its sha256. Raises DownloadError on size or digest mismatch.
+
+    A short read or a dropped connection keeps the `.part` file and is resumed (Range) up to `retries`
+    more times; a digest or size mismatch deletes the `.part` and fails at once. Only a file that
+    checks out is renamed into place.
+    """
     if item.is_snapshot:
         return fetch_snapshot(item)
     item.dest.parent.mkdir(parents=True, exist_ok=True)
     part = item.dest.with_name(item.dest.name + ".part")
-    request = urllib.request.Request(item.url, headers={"User-Agent": "reelforge-fetch-models"})
-    token = os.environ.get("HF_TOKEN")
-    if token and item.url.startswith("https://huggingface.co/"):
-        request.add_header("Authorization", f"Bearer {token}")
-    digest = hashlib.sha256()
-    written = 0
-    with urllib.request.urlopen(request, timeout=60) as response, part.open("wb") as out:
-        for chunk in iter(lambda: response.read(CHUNK), b""):
-            out.write(chunk)
-            digest.update(chunk)
-            written += len(chunk)
-    got = digest.hexdigest()
-    if item.size is not None and written != item.size:
-        part.unlink(missing_ok=True)
-        raise RuntimeError(f"{item.name}: got {written} bytes, lock says {item.size}")
-    if item.sha256 is not None and got != item.sha256:
-        part.unlink(missing_ok=True)
-        raise RuntimeError(f"{item.name}: sha256 {got} does not match the lock ({item.sha256})")
-    os.replace(part, item.dest)
-    return got
+    for attempt in range(retries + 1):
+        try:
+            got, _ = _attempt(item, part)
+        except DownloadError as exc:
+            if not exc.resumable or attempt == retries:
+                raise
+            note = f"attempt {attempt + 2} of {retries + 1}"
+            print(f"retry    {item.folder}/{item.name}: {exc} ({note})", file=sys.stderr)
+            time.sleep(backoff * (attempt + 1))
+            continue
+        os.replace(part, item.dest)
+        return got
+    raise AssertionError("unreachable")
+
+
+def record_in_lock(lock_path: Path, item: Download, sha256: str, size: int) -> bool:
+    """Write a computed digest (and size) into the lock entry whose sha256/size are null, keeping comments.
+
+    Returns False (and changes nothing) when the entry cannot be found unambiguously.
+    """
+    lines = lock_path.read_text(encoding="utf-8").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if re.match(r"\s*-\s+folder:", line)]
+    for n, start in enumerate(starts):
+        stop = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        block = lines[start:stop]
+        folder = re.match(r"\s*-\s+folder:\s*(\S+)", block[0])
+        names = [re.match(r"\s*name:\s*(.+?)\s*$", line) for line in block]
+        name = next((m.group(1).strip("'\"") for m in names if m), None)
+        if not folder or folder.group(1).strip("'\"") != item.folder or name != item.name:
+            continue
+        for i, line in enumerate(block):
+            if re.match(r"\s*sha256:\s*null\s*$", line):
+                block[i] = re.sub(r"null", sha256, line, count=1)
+            elif re.match(r"\s*size:\s*null\s*$", line):
+                block[i] = re.sub(r"null", str(size), line, count=1)
+        lines[start:stop] = block
+        tmp = lock_path.with_name(lock_path.name + ".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, lock_path)
+        return True
+    return False
+
+
+def verify(item: Download, deep: bool) -> str | None:
+    """Why a planned model is not ready (None when it is): missing, wrong size, or (deep) wrong digest."""
+    if item.is_snapshot:
+        return None if item.dest.is_dir() and any(item.dest.iterdir()) else "missing"
+    if not item.dest.is_file():
+        return "missing"
+    if item.size is not None and item.dest.stat().st_size != item.size:
+        return f"size {item.dest.stat().st_size}, lock says {item.size}"
+    if deep and item.sha256 is not None and sha256_file(item.dest) != item.sha256:
+        return "sha256 does not match the lock"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,11 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--only", nargs="*", help="template names; default: every model in the lock")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--verify", action="store_true", help="download nothing; exit 1 unless every model is present")
+    parser.add_argument("--deep", action="store_true", help="with --verify: also check each locked sha256 (slow)")
+    parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a short read (default 3)")
+    parser.add_argument("--backoff", type=float, default=2.0, help="seconds between attempts, times the attempt")
+    parser.add_argument("--no-record", action="store_true", help="do not write computed digests into the lock")
     args = parser.parse_args(argv)
     lock = yaml.safe_load(args.lock.read_text(encoding="utf-8"))
-    items = plan(lock, args.models_dir, set(args.only) if args.only else None)
+    only = set(args.only) if args.only else None
+    items = plan(lock, args.models_dir, only)
     failures = 0
-    for what, dest in unprovided(lock, args.models_dir, set(args.only) if args.only else None):
+    for what, dest in unprovided(lock, args.models_dir, only):
         if dest.exists():
             print(f"ok       {what} (no url in the lock; placed by hand)")
         elif args.dry_run:
@@ -194,22 +330,42 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(f"{item.folder}/{item.name} <- {item.url}")
             continue
+        if args.verify:
+            problem = verify(item, args.deep)
+            if problem:
+                failures += 1
+                print(f"NOTREADY {item.folder}/{item.name}: {problem} ({item.dest})", file=sys.stderr)
+            else:
+                print(f"ok       {item.folder}/{item.name}")
+            continue
         if is_complete(item):
             print(f"ok       {item.folder}/{item.name}")
             continue
+        if item.dest.is_file():  # present but not what the lock says: never leave it for ComfyUI to load
+            print(f"remove   {item.folder}/{item.name}: does not match the lock", file=sys.stderr)
+            item.dest.unlink()
         try:
-            got = fetch(item)
+            got = fetch(item, retries=args.retries, backoff=args.backoff)
         except Exception as exc:  # report every failure, then exit non-zero
             failures += 1
             print(f"FAILED   {item.folder}/{item.name}: {exc}", file=sys.stderr)
             continue
-        note = (
-            ""
-            if item.sha256 or item.is_snapshot
-            else f"  (unlocked digest: sha256 {got}, size {item.dest.stat().st_size})"
-        )
+        note = ""
+        if not item.is_snapshot and (item.sha256 is None or item.size is None):
+            size = item.dest.stat().st_size
+            recorded = not args.no_record and _record(args.lock, item, got, size)
+            where = f"recorded in {args.lock}" if recorded else "NOT recorded: put them in the lock"
+            note = f"  (first download: sha256 {got}, size {size}; {where})"
         print(f"fetched  {item.folder}/{item.name}{note}")
     return 1 if failures else 0
+
+
+def _record(lock_path: Path, item: Download, sha256: str, size: int) -> bool:
+    try:
+        return record_in_lock(lock_path, item, sha256, size)
+    except OSError as exc:  # a read-only lock (an image layer): say so, the digest is still printed
+        print(f"warning  cannot write {lock_path}: {exc}", file=sys.stderr)
+        return False
 
 
 if __name__ == "__main__":
