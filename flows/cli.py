@@ -187,7 +187,8 @@ def _cli_parameter(field: str, info: FieldInfo, alias: str | None = None) -> ins
 
 def _metavar(annotation: Any) -> str:
     """What a value looks like: ``female|male|nonbinary`` for a choice, else INT / FLOAT / TEXT / BOOL."""
-    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    args = [annotation] if get_origin(annotation) is Literal else [
+        a for a in get_args(annotation) if a is not type(None)] or [annotation]
     choices = [str(v) for a in args for v in (get_args(a) if get_origin(a) is Literal else ())]
     if choices:
         return "|".join(choices)

@@ -4,7 +4,8 @@
     -> per scene, at once:   keyframe (identity: the on-screen character's LoRA + reference image through
                              IP-Adapter; without one, from the scene prompt alone) [+ the end frame's keyframe]
                              voice lines (each speaker's voice cloned from its sample; a narrator's designed voice)
-    -> music (the ``music`` template from the mood and duration, or the supplied file)
+    -> music (the ``music`` template from the mood and duration, or the supplied file; with a beat snap made
+       first, before planning: its beat grid moves the cuts to beats)
     -> per chain of segments: animation (image_to_video; first_last_frame for a described end frame), each chained
        segment seeded by the exact last frame shown of the one before, a fresh keyframe after ``max_chain``
     -> per scene with an on-screen speaker: its speech track and windows -> talking_video per window -> joined to the
@@ -26,7 +27,7 @@ import math
 import time
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
@@ -40,6 +41,8 @@ from reelforge.jobs import validate_on_pool
 from reelforge.liveness import Holder
 from reelforge.media import (
     AudioTarget,
+    BeatGrid,
+    BeatSnap,
     Clip,
     Cue,
     DialogueLine,
@@ -49,6 +52,7 @@ from reelforge.media import (
     Timeline,
     VideoTarget,
     audio_stage,
+    timeline_beats,
 )
 from reelforge.script import (
     NARRATOR,
@@ -86,6 +90,7 @@ from reelforge.video import (
     plan_scenes,
     resolve_cast,
     shot_identity,
+    snap_spans,
     take_for,
 )
 from tasks.artifacts import job_rows, publish_summary
@@ -95,7 +100,7 @@ from tasks.events import video_ready
 from tasks.gpu import template_named
 from tasks.progress import FlowProgress
 from tasks.stage import Stage, StageRunner
-from tasks.stages import ASSEMBLE, AUDIO_CHECK, FRAME, LIPSYNC_JOIN, SPEECH
+from tasks.stages import ASSEMBLE, AUDIO_CHECK, BEATS, FRAME, LIPSYNC_JOIN, SPEECH
 
 __all__ = ["VideoResult", "print_video_summary", "video_flow"]
 
@@ -127,6 +132,8 @@ class VideoResult(BaseModel):
     frames: int
     loudness_lufs: float | None = None
     scenes: int
+    cuts_s: list[float] = Field(default_factory=list)  # where each scene after the first starts
+    snapped: bool = False  # the cuts were snapped to the music's beat grid
     takes: list[TakeRef]
     notes: list[str] = Field(default_factory=list)
     jobs: list[dict[str, Any]]
@@ -183,6 +190,10 @@ class _Production:
         self.takes: dict[tuple[int, int], TakeRef] = {}
         self.lora_names: dict[str, str] = {}
         self.notes: list[str] = [m.voice_note for m in cast.values() if m.voice_note]
+        self.music_ref: ArtifactRef | None = None  # known before planning when the cuts are snapped to it
+        self.snapped = False
+        self.segment_frames = engine.settings.script.segment_frames
+        self.max_chain = max_chain
 
     def tag(self, scene: int, what: str) -> str:
         return f"{self.slug}-v{self.version}-s{scene:02d}-{what}"
@@ -295,6 +306,39 @@ class _Production:
                               production_part_prefix(self.slug, "music"), f"{self.slug}-v{self.version}-music")
         return made.refs[0]
 
+    async def snap_to_music(self, supplied: Path | None) -> None:
+        """Before anything is animated: the music (supplied, or generated first), its beat grid (BEATS), and the
+        scene cuts moved to the nearest beats (total unchanged, no scene under the minimum); the plans are made
+        again on the snapped frames, so every segment, lip sync and the assembly use them."""
+        self.music_ref = await self.music(supplied)
+        facts = await self.cpu(BEATS, {}, production_part_prefix(self.slug, "music"),
+                               f"{self.slug}-v{self.version}-beats", {"music": self.music_ref})
+        record = facts.record
+        bpm = float(record.get("bpm") or 0.0)
+        beats = [float(b) for b in record.get("beats_s") or []]
+        if len(self.plans) < 2:
+            return
+        if bpm <= 0 or not beats:
+            self.notes.append("the music has no steady pulse: the cuts are left as the script times them")
+            return
+        total = sum(p.frames for p in self.plans)
+        grid = BeatGrid(bpm=bpm, period_s=60.0 / bpm, first_s=float(record.get("first_s") or beats[0]),
+                        beats=beats, duration_s=float(record.get("duration_s") or 0.0),
+                        confidence=float(record.get("confidence") or 0.0), peak_db=0.0)
+        on_timeline = timeline_beats(grid, offset_s=0.0, loop=True, duration_s=total / FPS)  # the MusicBed's
+        limits, rules = self.engine.settings.script, BeatSnap()
+        result = snap_spans([(p.first_frame, p.frames) for p in self.plans], on_timeline, fps=FPS,
+                            tolerance_s=rules.tolerance_s,
+                            min_frames=math.ceil(max(rules.min_scene_s, limits.min_scene_s) * FPS),
+                            max_frames=limits.max_segments_per_scene * (self.segment_frames - 1))
+        self.plans = plan_scenes(self.script, fps=FPS, segment_frames=self.segment_frames, max_chain=self.max_chain,
+                                 spans=result.spans)
+        moved = sum(result.snapped)
+        worst = max((abs(e) for e in result.errors_s if e is not None), default=0.0)
+        self.snapped = moved > 0
+        self.notes.append(f"cuts snapped to the music's beat grid ({bpm:.1f} BPM): {moved} of {len(result.snapped)}"
+                          f" cuts on a beat (within {worst * 1000:.0f} ms)")
+
     # -- animation ------------------------------------------------------------------------------------
 
     def motion_prompt(self, scene: Scene) -> str:
@@ -354,7 +398,7 @@ class _Production:
         """The scene's lip-synced tail (from the first on-screen line), or None."""
         scene = self.scenes[plan.number]
         durations = [lines[(scene.number, i)][1] for i in range(len(scene.dialogue))]
-        starts = place_lines(scene.duration_s, durations)
+        starts = place_lines(plan.frames / FPS, durations)
         lip = lipsync_plan(scene, plan, starts, FPS, LIPSYNC_WINDOW)
         if lip is None:
             return None
@@ -420,7 +464,7 @@ class _Production:
                 inputs[name] = lips[plan.number][1]
                 timeline_clips.append(Clip(path=name, audio=False, label=f"scene {plan.number} lip sync"))
             durations = [lines[(scene.number, i)][1] for i in range(len(scene.dialogue))]
-            starts = place_lines(scene.duration_s, durations)
+            starts = place_lines(plan.frames / FPS, durations)
             scene_start = plan.first_frame / FPS
             for i, (line, start, duration) in enumerate(zip(scene.dialogue, starts, durations, strict=True)):
                 name = f"s{plan.number:02d}line{i + 1}"
@@ -471,6 +515,9 @@ async def video_flow(
     width: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 1280,
     height: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 704,
     max_chain: Annotated[int, Field(ge=1, le=20, description="chained segments before a fresh keyframe")] = 6,
+    snap_to_beat: Annotated[Literal["auto", "on", "off"], Field(
+        description="move the cuts to the music's beats before animating (auto: on with --music, off when the "
+                    "music is generated)")] = "auto",
     production: Annotated[str | None, Field(description="the production's folder name (default: the title)")] = None,
 ) -> VideoResult:
     """Make a video from a brief (or an edited script): script, keyframes, animation, voices, lip sync, music,
@@ -524,6 +571,9 @@ async def video_flow(
                                   seed=seed, max_chain=max_chain)
                 needed = _templates(written, run.plans, cast, supplied is None)
                 await validate_on_pool(engine.pool, [template_named(t) for t in needed])
+                if snap_to_beat == "on" or (snap_to_beat == "auto" and supplied is not None):
+                    progress.plan(2)  # music, beats
+                    await run.snap_to_music(supplied)
                 await asyncio.to_thread(run.claim_takes)
                 progress.plan(_planned(run))
                 result = await _produce(run, supplied, burn=burn_subtitles, loudness=loudness)
@@ -563,7 +613,9 @@ async def video_flow(
         video=outputs["video"], srt=outputs["srt"], poster=outputs["poster"], timeline=outputs["timeline"],
         duration_s=float(report.get("duration_s", sum(p.frames for p in run.plans) / FPS)),
         frames=int(report.get("frames", sum(p.frames for p in run.plans))),
-        loudness_lufs=_loudness(report), scenes=len(written.scenes), takes=takes, notes=run.notes,
+        loudness_lufs=_loudness(report), scenes=len(written.scenes),
+        cuts_s=[round(p.first_frame / FPS, 4) for p in run.plans[1:]], snapped=run.snapped, takes=takes,
+        notes=run.notes,
         jobs=job_rows(records), executed=stages.executed, cached=stages.cached,
         gpu_seconds=manifest.total_gpu_seconds, cost=manifest.total_cost, wall_s=round(time.monotonic() - started, 2),
         manifest_key=manifest_ref.key, manifest_uri=manifest_ref.uri, run_manifest_key=run_key,
@@ -578,7 +630,7 @@ def _loudness(report: dict[str, Any]) -> float | None:
 
 
 def _planned(run: _Production) -> int:
-    count = 2  # music, assembly
+    count = 1 if run.music_ref is not None else 2  # music (unless made before planning), assembly
     for plan in run.plans:
         scene = run.scenes[plan.number]
         count += int(plan.keyframe) + int(bool(scene.end_frame)) + 2 * len(scene.dialogue)
@@ -597,7 +649,12 @@ async def _produce(run: _Production, supplied: Path | None, *, burn: bool, loudn
             delivery = engine.lora_delivery(member.lora)
             run.lora_names[name] = await stack.enter_async_context(
                 delivery.mounted(local, member.lora.sha256, holder, pool=engine.pool))
-        keys, lines, music = await asyncio.gather(run.keyframes(), run.voices(), run.music(supplied))
+        made_first = run.music_ref  # made before planning when the cuts were snapped to it
+
+        async def music_bed() -> ArtifactRef:
+            return made_first if made_first is not None else await run.music(supplied)
+
+        keys, lines, music = await asyncio.gather(run.keyframes(), run.voices(), music_bed())
     clips = await run.animations(keys)
     synced = await asyncio.gather(*(run.lipsync(plan, clips, lines) for plan in run.plans))
     lips = {plan.number: s for plan, s in zip(run.plans, synced, strict=True) if s is not None}

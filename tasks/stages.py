@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from reelforge.identity import identity_stage
 from reelforge.lora import external_train_stage, lora_check_stage
-from reelforge.media import assemble_stage, audio_stage, phash_stage, video_stage
+from reelforge.media import assemble_stage, audio_stage, beats_stage, phash_stage, video_stage
 from reelforge.training import dataset_stage
 from reelforge.video import frame_stage, lipsync_join_stage, speech_stage
 from tasks.stage import Stage
 
 __all__ = [
-    "ASSEMBLE", "AUDIO_CHECK", "DATASET", "FRAME", "IDENTITY", "LIPSYNC_JOIN", "LORA_CHECK", "LORA_TRAIN_EXTERNAL",
-    "PHASH", "SPEECH", "VIDEO_CHECK",
+    "ASSEMBLE", "AUDIO_CHECK", "BEATS", "DATASET", "FRAME", "IDENTITY", "LIPSYNC_JOIN", "LORA_CHECK",
+    "LORA_TRAIN_EXTERNAL", "PHASH", "SPEECH", "VIDEO_CHECK",
 ]
 
 # version 2: the reduced-before-DCT hash (bench/phash.py), up to 2 bits from version 1 on images of 256 px and more.
@@ -28,6 +28,10 @@ DATASET = Stage.cpu("dataset", version="1", fn=dataset_stage)
 
 AUDIO_CHECK = Stage.cpu("audio_check", version="1", fn=audio_stage, process=True)
 """Facts of a stored audio file (``inputs["audio"]``), refusing non-audio: record ``{"duration_s", ...}``."""
+
+BEATS = Stage.cpu("beats", version="1", fn=beats_stage, process=True)
+"""The beat grid of a stored music file (``inputs["music"]``): record ``{"bpm", "first_s", "beats_s", ...}``; a
+track without a steady pulse gets ``bpm`` 0 and no beats."""
 
 VIDEO_CHECK = Stage.cpu("video_check", version="1", fn=video_stage, process=True)
 """A stored video has video and audio streams and the expected duration: record ``{"duration_s", "frames", ...}``."""

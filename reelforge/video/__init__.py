@@ -17,6 +17,7 @@ from reelforge.video.plan import (
     LipSyncPlan,
     ScenePlan,
     SegmentPlan,
+    SnappedSpans,
     four_n_plus_one,
     lipsync_plan,
     lipsync_windows,
@@ -24,6 +25,7 @@ from reelforge.video.plan import (
     plan_scenes,
     scene_frames,
     shot_identity,
+    snap_spans,
 )
 from reelforge.video.takes import take_for
 
@@ -36,6 +38,7 @@ __all__ = [
     "ScenePlan",
     "ScriptRejected",
     "SegmentPlan",
+    "SnappedSpans",
     "UnknownCharacter",
     "VideoInputError",
     "decode_mono",
@@ -49,6 +52,7 @@ __all__ = [
     "resolve_cast",
     "scene_frames",
     "shot_identity",
+    "snap_spans",
     "speech_stage",
     "take_for",
 ]

@@ -11,24 +11,30 @@ assembled agrees to the frame:
 * **Chains**: a segment continues from the previous one when it is the 2nd+ segment of a scene, or the first of a
   ``continues_previous`` scene; after ``max_chain`` chained segments a fresh keyframe starts a new chain (chained
   extensions drift in colour after about 6).
+* **Beat snap** (optional, before anything is animated): ``snap_spans`` moves the scene boundaries to the
+  frames nearest the music's beats (the media engine's ``snap_boundaries``: total unchanged, no scene under the
+  minimum), and ``plan_scenes(spans=...)`` plans the segments on the snapped frames.
 * **Lip sync**: from the first line of an on-screen speaker to the scene's end, in windows of at most
   ``window_frames`` (77, Wan S2V's chunk), each generated as ``4n+1`` frames and trimmed or padded back.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from reelforge.hashing import canonical_sha256
+from reelforge.media import snap_boundaries
 from reelforge.script import Scene, Script
 
 __all__ = [
     "LipSyncPlan",
     "ScenePlan",
     "SegmentPlan",
+    "SnappedSpans",
     "four_n_plus_one",
     "lipsync_plan",
     "lipsync_windows",
@@ -36,6 +42,7 @@ __all__ = [
     "plan_scenes",
     "scene_frames",
     "shot_identity",
+    "snap_spans",
 ]
 
 
@@ -113,11 +120,39 @@ def _split(frames: int, chained_first: bool, segment_frames: int) -> list[int]:
         count += 1
 
 
-def plan_scenes(script: Script, *, fps: float, segment_frames: int, max_chain: int) -> list[ScenePlan]:
-    """Scene by scene: its frames, its segments (chained or fresh), whether it needs a keyframe."""
+class SnappedSpans(_Model):
+    """Scene spans after beat snapping: ``(first_frame, frames)`` per scene, and how each cut fared."""
+
+    spans: list[tuple[int, int]]
+    snapped: list[bool]  # per cut (boundary between scene k and k+1)
+    errors_s: list[float | None]  # per cut: distance of its frame to the beat (None: left where it was)
+
+
+def snap_spans(spans: list[tuple[int, int]], beats_s: list[float], *, fps: float, tolerance_s: float,
+               min_frames: int, max_frames: int) -> SnappedSpans:
+    """The cuts between scenes moved to the frames nearest beats (timeline seconds) within ``tolerance_s``; the
+    first and last frame never move, no scene gets fewer than ``min_frames`` (or fewer than it had, when it was
+    already shorter) nor more than ``max(max_frames, its frames)``. When nothing fits, the spans stay."""
+    total = sum(n for _, n in spans)
+    cuts = [first for first, _ in spans[1:]]
+    result = snap_boundaries(cuts, beats_s, fps=fps, total=total, tolerance_s=tolerance_s,
+                             min_gaps=[min(min_frames, n) for _, n in spans],
+                             max_gaps=[max(max_frames, n) for _, n in spans])
+    edges = [0, *result.boundaries, total]
+    return SnappedSpans(spans=[(a, b - a) for a, b in itertools.pairwise(edges)],
+                        snapped=list(result.snapped), errors_s=list(result.errors_s))
+
+
+def plan_scenes(script: Script, *, fps: float, segment_frames: int, max_chain: int,
+                spans: list[tuple[int, int]] | None = None) -> list[ScenePlan]:
+    """Scene by scene: its frames (``spans`` when given, e.g. snapped to beats; else from the durations), its
+    segments (chained or fresh), whether it needs a keyframe."""
     if max_chain < 1:
         raise ValueError(f"max_chain must be at least 1, not {max_chain}")
-    spans = scene_frames([s.duration_s for s in script.scenes], fps)
+    if spans is None:
+        spans = scene_frames([s.duration_s for s in script.scenes], fps)
+    elif len(spans) != len(script.scenes):
+        raise ValueError(f"{len(spans)} spans for {len(script.scenes)} scenes")
     plans: list[ScenePlan] = []
     position = 0  # chained segments since the last fresh keyframe
     for scene, (first, frames) in zip(script.scenes, spans, strict=True):

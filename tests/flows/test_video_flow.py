@@ -18,6 +18,7 @@ from flows.character import character_flow
 from flows.video import VideoResult, video_flow
 from reelforge.errors import InputRejected
 from reelforge.media import probe
+from reelforge.media.synth import beat_track, tone, write_wav
 from reelforge.preview import PreviewWorker, PreviewWorkerThread
 from reelforge.script import ScriptLimits, dump_script, parse_script
 from reelforge.storage import LocalStore, read_manifest
@@ -147,6 +148,33 @@ async def test_dialogue_edit_re_executes_that_line_and_its_lip_sync(
     assert executed(result, "gpu") == {"s03-line1", "s03-lipsync1"}
     assert {"s03-line1-check", "s03-speech", "s03-lipsync-join", "assembly"} <= executed(result)
     assert not {j for j in executed(result) if not j.startswith("s03-") and j != "assembly"}
+
+
+async def test_supplied_music_snaps_the_cuts_to_its_beats(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    """Cuts written at 2.3 s and 7.7 s, music at 120 BPM with beats from 0.1 s: every cut lands within a frame
+    of a beat (unsnapped they sit 0.2 s and 0.1 s off), the total is unchanged, no music is generated."""
+    _, script = base
+    script = json.loads(json.dumps(script))
+    for scene, seconds in zip(script["scenes"], (2.3, 5.4, 2.3), strict=True):
+        scene["duration_s"] = seconds
+    path = _edited(env, script, "offbeat")
+    samples, beats = beat_track(120, 12.0, first_s=0.1, accent=True, hats=True)
+    music = write_wav(env / "beat120.wav", samples, 22050)
+    result = await video_flow(script=path, music=str(music), **SIZE)
+    assert result.snapped and len(result.cuts_s) == 2
+    for cut in result.cuts_s:
+        assert min(abs(cut - b) for b in beats) <= 1 / 16, (cut, result.cuts_s)
+    assert result.cuts_s != [37 / 16, 123 / 16]
+    assert result.frames == 160 and "beats" in executed(result, "process") and "music" not in executed(result)
+    assert any("snapped to the music's beat grid (120.0 BPM): 2 of 2" in n for n in result.notes), result.notes
+    info = probe(result.video.uri.removeprefix("file://"))
+    assert info.frame_count == 160
+    # a track without a pulse leaves the cuts as written, and says so
+    drone = write_wav(env / "drone.wav", tone(220.0, 12.0, rate=22050), 22050)
+    plain = await video_flow(script=path, music=str(drone), **SIZE)
+    assert not plain.snapped and plain.cuts_s == [37 / 16, 123 / 16]
+    assert any("no steady pulse" in n for n in plain.notes), plain.notes
 
 
 async def _refused(**params: Any) -> InputRejected:

@@ -88,3 +88,17 @@ def test_speech_cut_into_windows_loses_no_sample_and_join_reconciles_frames(tmp_
 def test_no_lipsync_of_nothing(frames: int) -> None:
     with pytest.raises(ValueError):
         lipsync_windows(frames, 77)
+
+
+def test_snap_spans_moves_cuts_to_beats_keeping_total_and_minimum() -> None:
+    from reelforge.video import snap_spans
+
+    spans = scene_frames([2.3, 5.4, 2.3], 16)  # cuts at frames 37 and 123; beats every 0.5 s from 0.1 s
+    beats = [0.1 + 0.5 * k for k in range(20)]
+    result = snap_spans(spans, beats, fps=16, tolerance_s=0.35, min_frames=16, max_frames=240)
+    assert [first for first, _ in result.spans] == [0, 34, 122]  # 2.1 s and 7.6 s, nearest frames
+    assert sum(n for _, n in result.spans) == 160 and result.snapped == [True, True]
+    assert all(abs(e or 1) <= 0.5 / 16 for e in result.errors_s)
+    # a beat only past the minimum scene: that cut stays where it is
+    short = snap_spans(scene_frames([1.1, 3.0], 16), [0.5], fps=16, tolerance_s=0.7, min_frames=16, max_frames=240)
+    assert short.spans == scene_frames([1.1, 3.0], 16) and short.snapped == [False]
