@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
@@ -94,7 +96,7 @@ def target_path(models_dir: Path, folder: str, name: str) -> Path:
     return models_dir / FOLDER_DIRS[folder] / Path(*safe_relative(name).parts)
 
 
-def plan(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[Download]:
+def plan(lock: dict[str, Any], models_dir: Path, only: set[str] | None = None) -> list[Download]:
     """The downloads for a parsed lock: every model, or those used by the templates in `only`."""
     items: list[Download] = []
     for entry in lock.get("models") or []:
@@ -125,7 +127,7 @@ def _allowed_url(url: str) -> bool:
     return parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOOPBACK_HOSTS)
 
 
-def unprovided(lock: dict, models_dir: Path, only: set[str] | None = None) -> list[tuple[str, Path]]:
+def unprovided(lock: dict[str, Any], models_dir: Path, only: set[str] | None = None) -> list[tuple[str, Path]]:
     """Models the lock names without a url (``url: null``): "folder/name" and where the file must be put."""
     found = []
     for entry in lock.get("models") or []:
@@ -171,7 +173,7 @@ class DownloadError(RuntimeError):
         self.resumable = resumable
 
 
-def _open(item: Download, offset: int):
+def _open(item: Download, offset: int) -> http.client.HTTPResponse:
     request = urllib.request.Request(item.url, headers={"User-Agent": "reelforge-fetch-models"})
     token = os.environ.get("HF_TOKEN")
     if token and item.url.startswith(HF_REPO_URL):
@@ -179,7 +181,8 @@ def _open(item: Download, offset: int):
         request.add_unredirected_header("Authorization", f"Bearer {token}")
     if offset:
         request.add_header("Range", f"bytes={offset}-")
-    return urllib.request.urlopen(request, timeout=60)
+    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=60)
+    return response
 
 
 def _attempt(item: Download, part: Path) -> tuple[str, int]:
