@@ -82,6 +82,7 @@ from reelforge.video import (
     CastMember,
     DurationRejected,
     MusicRejected,
+    PoseRejected,
     ScenePlan,
     ScriptRejected,
     SegmentPlan,
@@ -108,6 +109,7 @@ FPS = 16.0  # Wan's rate: every clip is generated, trimmed and assembled at it
 LIPSYNC_WINDOW = 77  # talking_video's chunk (Wan S2V: 77 frames, 4.8 s)
 NARRATOR_VOICE = "a calm, warm adult narrator, clear articulation, medium pace"
 TEXT_KEYFRAME = "character_base_realistic"  # text-to-image (Flux) for scenes with nobody of the cast on screen
+POSE_KEYFRAME = "keyframe_pose"  # SDXL + OpenPose ControlNet, for a cast scene's keyframe when --pose is given
 
 
 class TakeRef(BaseModel):
@@ -169,6 +171,24 @@ def _music_file(music: str | None) -> Path | None:
     return path
 
 
+def _pose_file(pose: str | None) -> Path | None:
+    """The supplied pose as a readable image file, or a field error before anything runs."""
+    if pose is None or not pose.strip():
+        return None
+    path = Path(pose).expanduser()
+    if not path.is_file():
+        raise PoseRejected(f"--pose {pose!r}: not a readable file", field="pose")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise PoseRejected(f"--pose {pose!r}: not an image (an OpenPose skeleton PNG or JPEG): {exc}",
+                           field="pose") from exc
+    return path
+
+
 def _rejected(exc: ScriptValidationError) -> ScriptRejected:
     return ScriptRejected(str(exc), problems=[str(p) for p in exc.problems])
 
@@ -180,7 +200,8 @@ class _Production:
     """What the steps of one production run share."""
 
     def __init__(self, engine: Engine, stages: StageRunner, script: Script, slug: str, version: int,
-                 cast: dict[str, CastMember], *, width: int, height: int, seed: int, max_chain: int) -> None:
+                 cast: dict[str, CastMember], *, width: int, height: int, seed: int, max_chain: int,
+                 pose: ArtifactRef | None = None) -> None:
         self.engine, self.stages, self.script, self.slug, self.version = engine, stages, script, slug, version
         self.cast = cast
         self.width, self.height, self.seed = width, height, seed
@@ -190,6 +211,7 @@ class _Production:
         self.takes: dict[tuple[int, int], TakeRef] = {}
         self.lora_names: dict[str, str] = {}
         self.notes: list[str] = [m.voice_note for m in cast.values() if m.voice_note]
+        self.pose = pose  # an OpenPose image for the start keyframes of scenes with a cast member on screen
         self.music_ref: ArtifactRef | None = None  # known before planning when the cuts are snapped to it
         self.snapped = False
         self.segment_frames = engine.settings.script.segment_frames
@@ -199,8 +221,11 @@ class _Production:
         return f"{self.slug}-v{self.version}-s{scene:02d}-{what}"
 
     def context(self) -> dict[str, object]:
-        return {"style": self.script.style, "size": [self.width, self.height], "seed": self.seed,
-                "cast": {n: m.identity() for n, m in self.cast.items()}}
+        context: dict[str, object] = {"style": self.script.style, "size": [self.width, self.height],
+                                      "seed": self.seed, "cast": {n: m.identity() for n, m in self.cast.items()}}
+        if self.pose is not None:
+            context["pose"] = self.pose.sha256
+        return context
 
     def claim_takes(self) -> None:
         """Every shot's take, in order (a chained shot's identity includes the one it continues)."""
@@ -247,7 +272,11 @@ class _Production:
         seed = self.seed + 1000 * scene.number + (1 if what == "end" else 0)
         prompt = self.keyframe_prompt(scene, text)
         on_screen = [c for c in scene.characters if c in self.cast]
-        if on_screen:
+        if on_screen and self.pose is not None and what == "start":
+            made = await self.gpu(POSE_KEYFRAME, {"prompt": prompt, "seed": seed, **size},
+                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
+                                  {"pose": self.pose})
+        elif on_screen:
             member = self.cast[on_screen[0]]  # the template holds one identity: the first on screen leads
             made = await self.gpu("keyframe_ipadapter", {"prompt": prompt, "lora": self.lora_names[member.name],
                                                          "seed": seed, **size},
@@ -483,11 +512,15 @@ class _Production:
         return timeline, inputs
 
 
-def _templates(script: Script, plans: list[ScenePlan], cast: dict[str, CastMember], music: bool) -> list[str]:
+def _templates(script: Script, plans: list[ScenePlan], cast: dict[str, CastMember], music: bool,
+               pose: bool = False) -> list[str]:
     names: set[str] = set()
     for plan, scene in zip(plans, script.scenes, strict=True):
-        if plan.keyframe or scene.end_frame:
-            names.add("keyframe_ipadapter" if any(c in cast for c in scene.characters) else TEXT_KEYFRAME)
+        cast_on_screen = any(c in cast for c in scene.characters)
+        if plan.keyframe:
+            names.add((POSE_KEYFRAME if pose else "keyframe_ipadapter") if cast_on_screen else TEXT_KEYFRAME)
+        if scene.end_frame:
+            names.add("keyframe_ipadapter" if cast_on_screen else TEXT_KEYFRAME)
         for segment in plan.segments:
             names.add("first_last_frame" if segment.end_frame else "image_to_video")
         for line in scene.dialogue:
@@ -515,6 +548,9 @@ async def video_flow(
     width: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 1280,
     height: Annotated[int, Field(ge=320, le=1920, multiple_of=16)] = 704,
     max_chain: Annotated[int, Field(ge=1, le=20, description="chained segments before a fresh keyframe")] = 6,
+    pose: Annotated[str | None, Field(
+        description="an OpenPose skeleton image for the keyframes of scenes with a character on screen "
+                    "(keyframe_pose)")] = None,
     snap_to_beat: Annotated[Literal["auto", "on", "off"], Field(
         description="move the cuts to the music's beats before animating (auto: on with --music, off when the "
                     "music is generated)")] = "auto",
@@ -539,6 +575,7 @@ async def video_flow(
             f"(REELFORGE_SCRIPT_MAX_DURATION_S)", field="duration")
     names = list(edited.characters) if edited is not None else _names(characters)
     supplied = _music_file(music)
+    pose_path = _pose_file(pose)
     flow_run_id = current_flow_run_id()
     async with open_engine(settings) as engine:
         store = engine.store
@@ -558,6 +595,12 @@ async def video_flow(
         script_ref = await asyncio.to_thread(store.put_bytes, data,
                                              content_key(production_part_prefix(slug, "script"), sha, ".json"),
                                              kind="json")
+        pose_ref = None
+        if pose_path is not None:
+            pose_sha, _ = await asyncio.to_thread(sha256_file, pose_path)
+            pose_ref = await asyncio.to_thread(
+                store.put_file, pose_path, content_key(production_part_prefix(slug, "pose"), pose_sha,
+                                                       pose_path.suffix.lower() or ".png"))
         async with cancel_scope(engine.pool, shared=engine.borrowed):
             folder = production_prefix(slug)
             await asyncio.to_thread(store.mark_abandoned, folder)
@@ -568,8 +611,12 @@ async def video_flow(
             try:
                 stages = await StageRunner.create(engine, progress=progress)
                 run = _Production(engine, stages, written, slug, version, cast, width=width, height=height,
-                                  seed=seed, max_chain=max_chain)
-                needed = _templates(written, run.plans, cast, supplied is None)
+                                  seed=seed, max_chain=max_chain, pose=pose_ref)
+                needed = _templates(written, run.plans, cast, supplied is None, pose_ref is not None)
+                if pose_ref is not None and any(c in cast for sc in written.scenes for c in sc.characters):
+                    run.notes.append("--pose: keyframe_pose has no identity input (no LoRA, no IP-Adapter), so the "
+                                     "posed keyframes follow the pose and the prompt, not the character's face; "
+                                     "end frames keep the identity")
                 await validate_on_pool(engine.pool, [template_named(t) for t in needed])
                 if snap_to_beat == "on" or (snap_to_beat == "auto" and supplied is not None):
                     progress.plan(2)  # music, beats

@@ -17,6 +17,7 @@ __all__ = [
     "CharacterIncomplete",
     "DurationRejected",
     "MusicRejected",
+    "PoseRejected",
     "ScriptRejected",
     "UnknownCharacter",
     "VideoInputError",
@@ -49,6 +50,10 @@ class CharacterIncomplete(VideoInputError):
 
 
 class MusicRejected(VideoInputError):
+    pass
+
+
+class PoseRejected(VideoInputError):
     pass
 
 

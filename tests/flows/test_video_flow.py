@@ -22,7 +22,14 @@ from reelforge.media.synth import beat_track, tone, write_wav
 from reelforge.preview import PreviewWorker, PreviewWorkerThread
 from reelforge.script import ScriptLimits, dump_script, parse_script
 from reelforge.storage import LocalStore, read_manifest
-from reelforge.video import CharacterIncomplete, DurationRejected, MusicRejected, ScriptRejected, UnknownCharacter
+from reelforge.video import (
+    CharacterIncomplete,
+    DurationRejected,
+    MusicRejected,
+    PoseRejected,
+    ScriptRejected,
+    UnknownCharacter,
+)
 
 SIZE: dict[str, Any] = {"width": 320, "height": 320, "production": "bakery"}
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -177,6 +184,29 @@ async def test_supplied_music_snaps_the_cuts_to_its_beats(
     assert any("no steady pulse" in n for n in plain.notes), plain.notes
 
 
+async def test_pose_image_drives_the_cast_scenes_keyframes(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    from PIL import Image, ImageDraw
+
+    pose = env / "pose.png"
+    image = Image.new("RGB", (512, 512))
+    draw = ImageDraw.Draw(image)
+    for (x0, y0, x1, y1), colour in (((256, 100, 256, 300), (255, 0, 0)), ((180, 180, 330, 180), (0, 255, 0)),
+                                     ((256, 300, 200, 460), (0, 0, 255)), ((256, 300, 310, 460), (255, 255, 0))):
+        draw.line((x0, y0, x1, y1), fill=colour, width=8)
+    image.save(pose)
+    result = await video_flow(script=str(env / "base.json"), pose=str(pose), **SIZE)
+    stages = {r["job"].removeprefix(f"{result.slug}-v{result.version}-"): r for r in result.jobs}
+    assert stages["s02-keyframe-start"]["stage"] == "keyframe_pose"  # Mina on screen: the pose
+    assert stages["s01-keyframe-start"]["stage"] == "character_base_realistic"  # nobody of the cast: text only
+    assert "s02-keyframe-start" in executed(result, "gpu")
+    manifest = read_manifest(LocalStore(env / "store"), result.manifest_key)
+    posed = next(s for s in manifest.stages if s.job_id.endswith("s02-keyframe-start"))
+    assert "pose" in posed.inputs and "lora" not in posed.params
+    assert any(t.new for t in result.takes if t.scene == 2)  # a new keyframe is a new take of the shot
+    assert any("--pose" in n for n in result.notes)
+
+
 async def _refused(**params: Any) -> InputRejected:
     state = await video_flow(**params, return_state=True)  # type: ignore[call-overload]
     result: Any = state.result(raise_on_failure=False)
@@ -199,6 +229,8 @@ async def test_bad_input_is_refused_naming_what(env: Path, mina: str, tmp_path: 
     notes.write_text("not audio at all")
     error = await _refused(brief="x", duration=10, music=str(notes))
     assert isinstance(error, MusicRejected) and "--music" in str(error)
+    error = await _refused(brief="x", duration=10, characters=mina, pose=str(notes))
+    assert isinstance(error, PoseRejected) and "--pose" in str(error) and error.field == "pose"
     bad = tmp_path / "bad.json"
     script = json.loads((env / "base.json").read_text())
     script["scenes"][1]["duration_s"] = 0
