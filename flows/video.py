@@ -80,6 +80,7 @@ from reelforge.storage import (
 )
 from reelforge.video import (
     CastMember,
+    CastMismatch,
     DurationRejected,
     MusicRejected,
     PoseRejected,
@@ -574,6 +575,12 @@ async def video_flow(
             f"--duration: {duration:g} s is not within (0, {limits.max_duration_s:g}] s "
             f"(REELFORGE_SCRIPT_MAX_DURATION_S)", field="duration")
     names = list(edited.characters) if edited is not None else _names(characters)
+    if edited is not None and _names(characters) and set(_names(characters)) != set(names):
+        given = _names(characters)
+        raise CastMismatch(
+            f"--characters {','.join(given)!r} differs from the cast of --script {script!r} "
+            f"({','.join(names) or 'no characters'!r}): give the same names, or leave --characters out to use "
+            f"the script's", given=given, script=names)
     supplied = _music_file(music)
     pose_path = _pose_file(pose)
     flow_run_id = current_flow_run_id()

@@ -5,6 +5,7 @@ own media steps as stage functions (``media``) and its bad-input errors (``error
 
 from reelforge.video.cast import CastMember, resolve_cast
 from reelforge.video.errors import (
+    CastMismatch,
     CharacterIncomplete,
     DurationRejected,
     MusicRejected,
@@ -32,6 +33,7 @@ from reelforge.video.takes import take_for
 
 __all__ = [
     "CastMember",
+    "CastMismatch",
     "CharacterIncomplete",
     "DurationRejected",
     "LipSyncPlan",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from reelforge.errors import InputRejected
 
 __all__ = [
+    "CastMismatch",
     "CharacterIncomplete",
     "DurationRejected",
     "MusicRejected",
@@ -51,6 +52,15 @@ class CharacterIncomplete(VideoInputError):
 
 class MusicRejected(VideoInputError):
     pass
+
+
+class CastMismatch(VideoInputError):
+    """``--characters`` and the ``--script``'s cast were both given and differ."""
+
+    def __init__(self, message: str, *, given: list[str], script: list[str]) -> None:
+        super().__init__(message, field="characters")
+        self.given = given
+        self.script = script
 
 
 class PoseRejected(VideoInputError):

@@ -23,6 +23,7 @@ from reelforge.preview import PreviewWorker, PreviewWorkerThread
 from reelforge.script import ScriptLimits, dump_script, parse_script
 from reelforge.storage import LocalStore, read_manifest
 from reelforge.video import (
+    CastMismatch,
     CharacterIncomplete,
     DurationRejected,
     MusicRejected,
@@ -207,6 +208,12 @@ async def test_pose_image_drives_the_cast_scenes_keyframes(
     assert any("--pose" in n for n in result.notes)
 
 
+async def test_script_with_the_same_cast_as_characters_runs(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    result = await video_flow(script=str(env / "base.json"), characters=" Mina ", **SIZE)
+    assert result.executed == 0 and result.video.key == base[0].video.key  # the same production, all cached
+
+
 async def _refused(**params: Any) -> InputRejected:
     state = await video_flow(**params, return_state=True)  # type: ignore[call-overload]
     result: Any = state.result(raise_on_failure=False)
@@ -231,6 +238,9 @@ async def test_bad_input_is_refused_naming_what(env: Path, mina: str, tmp_path: 
     assert isinstance(error, MusicRejected) and "--music" in str(error)
     error = await _refused(brief="x", duration=10, characters=mina, pose=str(notes))
     assert isinstance(error, PoseRejected) and "--pose" in str(error) and error.field == "pose"
+    error = await _refused(script=str(env / "base.json"), characters="Mina,Jun")
+    assert isinstance(error, CastMismatch) and error.given == ["Mina", "Jun"] and error.script == ["Mina"]
+    assert "--characters 'Mina,Jun'" in str(error) and "--script" in str(error) and "'Mina')" in str(error)
     bad = tmp_path / "bad.json"
     script = json.loads((env / "base.json").read_text())
     script["scenes"][1]["duration_s"] = 0
