@@ -158,15 +158,19 @@ async def test_dialogue_edit_re_executes_that_line_and_its_lip_sync(
     assert not {j for j in executed(result) if not j.startswith("s03-") and j != "assembly"}
 
 
+def _offbeat(env: Path, script: dict[str, Any]) -> str:
+    """The base script with its cuts at 2.3 s and 7.7 s (frames 37 and 123)."""
+    script = json.loads(json.dumps(script))
+    for scene, seconds in zip(script["scenes"], (2.3, 5.4, 2.3), strict=True):
+        scene["duration_s"] = seconds
+    return _edited(env, script, "offbeat")
+
+
 async def test_supplied_music_snaps_the_cuts_to_its_beats(
         env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
     """Cuts written at 2.3 s and 7.7 s, music at 120 BPM with beats from 0.1 s: every cut lands within a frame
     of a beat (unsnapped they sit 0.2 s and 0.1 s off), the total is unchanged, no music is generated."""
-    _, script = base
-    script = json.loads(json.dumps(script))
-    for scene, seconds in zip(script["scenes"], (2.3, 5.4, 2.3), strict=True):
-        scene["duration_s"] = seconds
-    path = _edited(env, script, "offbeat")
+    path = _offbeat(env, base[1])
     samples, beats = beat_track(120, 12.0, first_s=0.1, accent=True, hats=True)
     music = write_wav(env / "beat120.wav", samples, 22050)
     result = await video_flow(script=path, music=str(music), **SIZE)
@@ -183,6 +187,21 @@ async def test_supplied_music_snaps_the_cuts_to_its_beats(
     plain = await video_flow(script=path, music=str(drone), **SIZE)
     assert not plain.snapped and plain.cuts_s == [37 / 16, 123 / 16]
     assert any("no steady pulse" in n for n in plain.notes), plain.notes
+    # off: the beat track is used as written, the cuts stay (the animations are the drone run's, from cache)
+    off = await video_flow(script=path, music=str(music), snap_to_beat="off", **SIZE)
+    assert not off.snapped and off.cuts_s == [37 / 16, 123 / 16] and "beats" not in executed(off)
+    assert not executed(off, "gpu")
+
+
+async def test_snap_on_with_generated_music_makes_the_music_first(
+        env: Path, base: tuple[VideoResult, dict[str, Any]]) -> None:
+    result = await video_flow(script=_offbeat(env, base[1]), snap_to_beat="on", **SIZE)
+    manifest = read_manifest(LocalStore(env / "store"), result.manifest_key)
+    grid = next(s for s in manifest.stages if s.job_id.endswith("-beats")).record
+    assert grid["bpm"] > 0 and any(j["job"].endswith("-music") for j in result.jobs)
+    assert result.snapped and result.frames == 160
+    for cut in result.cuts_s:
+        assert min(abs(cut - b) for b in grid["beats_s"]) <= 1 / 16, (cut, grid)
 
 
 async def test_pose_image_drives_the_cast_scenes_keyframes(
