@@ -179,6 +179,12 @@ class _Batch:
             except Exception as exc:  # one character failing never stops the others
                 outcome.status, outcome.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
                 again = is_infrastructure_failure(exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The batch is being cancelled and Prefect turned the character's CancelledError into a Crashed
+                # state: stop here (never run it again), and let the cancel go on up.
+                outcome.status, outcome.error = "cancelled", "the batch was cancelled"
+                raise asyncio.CancelledError
             if outcome.status == "completed":
                 outcome.error = None  # an earlier attempt's failure is in the log; attempts says there was one
             if outcome.status != "failed" or not again or attempt > retries:

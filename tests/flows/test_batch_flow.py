@@ -204,10 +204,18 @@ async def test_cancelling_a_batch_removes_its_characters_prompts_and_nothing_els
         survivor = asyncio.create_task(run(character_type="rapper", count=2, seed=2, concurrency=2))
         async with httpx.AsyncClient(base_url=slow.url, timeout=10) as http:
             deadline = time.monotonic() + 120
-            while len(await owners(http)) < 5:  # every character has a prompt on the worker
+            while len(seen := await owners(http)) < 5:  # every character has a prompt on the worker
                 assert time.monotonic() < deadline, "the characters never reached the worker"
                 await asyncio.sleep(0.05)
             victim.cancel()
+            for _ in range(3):
+                # Prefect's engine wraps its state updates in anyio CancelScope(shield=True): a task.cancel()
+                # landing in one is absorbed (seen 2 times in 7 under load: the batch then ran to the end), so a
+                # caller that means it cancels again.
+                done, _ = await asyncio.wait({victim}, timeout=5)
+                if done:
+                    break
+                victim.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await victim
             cancelled_at = time.time()
@@ -216,7 +224,9 @@ async def test_cancelling_a_batch_removes_its_characters_prompts_and_nothing_els
             theirs = {r.flow_run_id for r in result.summary.rows}
             history = (await http.get("/history")).json()
             queue = (await http.get("/queue")).json()
-        victims = {o for o in await owners_of(history, queue)} - theirs
+        # The victims: every owner seen before the cancel but the survivor's (a victim whose prompts were all
+        # pending then was deleted from the queue and left no history).
+        victims = seen - theirs
         assert len(victims) == 3
         pending = [i for i in queue["queue_pending"] + queue["queue_running"] if owner_of(i) in victims]
         assert pending == []
