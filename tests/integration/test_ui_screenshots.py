@@ -40,7 +40,7 @@ def not_blank(path: Path) -> tuple[int, float]:
 
 
 def test_ui_screenshots(tmp_path: Path) -> None:
-    found = capture(tmp_path / "shots", tmp_path / "work", variations=2, size=128)
+    found = capture(tmp_path / "shots", tmp_path / "work", variations=2, size=256)
 
     assert found.result["state"] == "Completed"
     assert set(found.shots) == set(SHOTS)
