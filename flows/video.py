@@ -266,7 +266,8 @@ class _Production:
         """The scene card: number, framing and what it shows (a real model reads the framing and the text; the
         preview worker draws it, which makes the animatic's scene cards)."""
         shot = scene.shot_type.replace("_", " ")
-        return f"Scene {scene.number}, {shot} shot: {text}. Style: {self.script.style}"
+        framing = shot if shot.endswith("shot") else f"{shot} shot"  # "two shot", not "two shot shot"
+        return f"Scene {scene.number}, {framing}: {text}. Style: {self.script.style}"
 
     async def keyframe(self, scene: Scene, text: str, what: str) -> ArtifactRef:
         size = self.keyframe_size()
