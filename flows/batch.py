@@ -423,17 +423,19 @@ def _totals_line(summary: BatchSummary) -> str:
 def print_batch_summary(result: BatchResult, console: Console) -> None:
     """The rows as a table, then the totals and where the summary is."""
     rows = result.summary.rows
-    roles, scores = any(o.role for o in rows), any(o.score is not None for o in rows)
+    roles, scores, errors = (any(o.role for o in rows), any(o.score is not None for o in rows),
+                             any(o.error for o in rows))
     table = Table(title=f"batch {result.batch_id}", title_justify="left")
     columns = ["row", "name", *(["role"] if roles else []), "status", "version", "GPU s", "cost",
-               *(["score"] if scores else []), "error"]
+               *(["score"] if scores else []), *(["error"] if errors else [])]
     for column in columns:
         table.add_column(column, overflow="fold")
     for o in rows:
         name = o.name + (f" (asked: {o.renamed_from})" if o.renamed_from else "")
         cells = [str(o.row), escape(name), *([o.role or ""] if roles else []), o.status,
                  f"v{o.version}" if o.version else "", f"{o.gpu_seconds:.1f}", f"{o.cost:.4f}",
-                 *([f"{o.score:.3f}" if o.score is not None else ""] if scores else []), escape(o.error or "")]
+                 *([f"{o.score:.3f}" if o.score is not None else ""] if scores else []),
+                 *([escape(o.error or "")] if errors else [])]
         table.add_row(*cells)
     console.print(table)
     # soft_wrap: a long URI stays on one line, whole, for a person to copy and a script to read.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -422,29 +422,41 @@ def workers(
 # -- characters: the store's character versions --------------------------------------------------------------
 
 
+def _stored_entries(read: Callable[[Any], list[Any]], noun: str, as_json: bool) -> list[Any]:
+    """What ``read(store)`` lists; printed as JSON (then exit 0), or a line when there is nothing (exit 0)."""
+    from reelforge.storage import StoreError
+
+    store, where = _lora_store()
+    try:
+        entries = read(store)
+    except StoreError as exc:
+        _fail(str(exc).splitlines()[0], 1)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
+        raise typer.Exit(0)
+    if not entries:
+        typer.echo(f"no {noun} stored in {where}")
+        raise typer.Exit(0)
+    return entries
+
+
+def _version_states(versions: list[Any]) -> str:
+    """``v1,v2(reserved)``: every version, its state when not complete."""
+    return ",".join(f"v{v.version}" + ("" if v.state == "complete" else f"({v.state})") for v in versions)
+
+
 @characters_app.command("list")
 def characters_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
 ) -> None:
     """Every stored character: slug, name, versions, the latest complete one, its LoRA verdict and manifest URI."""
     from reelforge.inventory import list_characters
-    from reelforge.storage import StoreError
 
-    store, where = _lora_store()
-    try:
-        entries = list_characters(store)
-    except StoreError as exc:
-        _fail(str(exc).splitlines()[0], 1)
-    if as_json:
-        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
-        return
-    if not entries:
-        typer.echo(f"no characters stored in {where}")
-        return
+    entries = _stored_entries(list_characters, "characters", as_json)
     rows = []
     for entry in entries:
         latest = entry.latest
-        states = ",".join(f"v{v.version}" + ("" if v.state == "complete" else f"({v.state})") for v in entry.versions)
+        states = _version_states(entry.versions)
         verdict = "-" if latest is None or latest.verdict is None else f"{latest.verdict} {latest.score}"
         rows.append((entry.slug, entry.name or "-", states or "-", f"v{latest.version}" if latest else "-", verdict,
                      (latest.manifest_uri or "-") if latest else "-"))
@@ -514,23 +526,12 @@ def productions_list(
 ) -> None:
     """Every stored production: slug, title, versions, the latest complete one and its video URI."""
     from reelforge.inventory import list_productions
-    from reelforge.storage import StoreError
 
-    store, where = _lora_store()
-    try:
-        entries = list_productions(store)
-    except StoreError as exc:
-        _fail(str(exc).splitlines()[0], 1)
-    if as_json:
-        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2, ensure_ascii=False))
-        return
-    if not entries:
-        typer.echo(f"no productions stored in {where}")
-        return
+    entries = _stored_entries(list_productions, "productions", as_json)
     rows = []
     for entry in entries:
         latest = entry.latest
-        states = ",".join(f"v{v.version}" + ("" if v.state == "complete" else f"({v.state})") for v in entry.versions)
+        states = _version_states(entry.versions)
         rows.append((entry.slug, entry.title or "-", states or "-", f"v{latest.version}" if latest else "-",
                      (latest.video_uri or "-") if latest else "-"))
     _table(("SLUG", "TITLE", "VERSIONS", "LATEST", "VIDEO"), rows)
