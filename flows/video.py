@@ -2,14 +2,16 @@
 
     brief -> script (offline writer, or an LLM) stored as JSON -> the cast from the character records
     -> per scene, at once:   keyframe (identity: the on-screen character's LoRA + reference image through
-                             IP-Adapter; without one, from the scene prompt alone) [+ the end frame's keyframe]
+                             IP-Adapter, posed by the OpenPose ControlNet with --pose; without one, from the scene
+                             prompt alone) [+ the end frame's keyframe]
                              voice lines (each speaker's voice cloned from its sample; a narrator's designed voice)
     -> music (the ``music`` template from the mood and duration, or the supplied file; with a beat snap made
        first, before planning: its beat grid moves the cuts to beats)
     -> per chain of segments: animation (image_to_video; first_last_frame for a described end frame), each chained
        segment seeded by the exact last frame shown of the one before, a fresh keyframe after ``max_chain``
-    -> per scene with an on-screen speaker: its speech track and windows -> talking_video per window -> joined to the
-       exact frame count
+    -> per scene with an on-screen speaker: its speech track and windows (cut also where the on-screen speaker
+       changes; each window hears only its speaker and its prompt names who speaks, where) -> talking_video per
+       window -> joined to the exact frame count
     -> assembly (reelforge.media: cuts, dialogue over ducked music, loudness, SRT, burn-in, poster, timeline PNG),
        verified -> the production manifest (the takes it uses) -> ``reelforge.video.ready``
 
@@ -95,6 +97,7 @@ from reelforge.video import (
     snap_spans,
     take_for,
 )
+from reelforge.video.plan import placement_text, speaker_prompt
 from tasks.artifacts import job_rows, publish_summary
 from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
 from tasks.context import current_flow_run_id
@@ -110,7 +113,7 @@ FPS = 16.0  # Wan's rate: every clip is generated, trimmed and assembled at it
 LIPSYNC_WINDOW = 77  # talking_video's chunk (Wan S2V: 77 frames, 4.8 s)
 NARRATOR_VOICE = "a calm, warm adult narrator, clear articulation, medium pace"
 TEXT_KEYFRAME = "character_base_realistic"  # text-to-image (Flux) for scenes with nobody of the cast on screen
-POSE_KEYFRAME = "keyframe_pose"  # SDXL + OpenPose ControlNet, for a cast scene's keyframe when --pose is given
+POSE_KEYFRAME = "keyframe_pose"  # keyframe_ipadapter's identity + OpenPose ControlNet, for --pose
 
 
 class TakeRef(BaseModel):
@@ -211,6 +214,7 @@ class _Production:
         self.scenes = {s.number: s for s in script.scenes}
         self.takes: dict[tuple[int, int], TakeRef] = {}
         self.lora_names: dict[str, str] = {}
+        self.lipsyncs: dict[int, dict[str, Any]] = {}  # per scene: its lip-sync windows and whom each one syncs
         self.notes: list[str] = [m.voice_note for m in cast.values() if m.voice_note]
         self.pose = pose  # an OpenPose image for the start keyframes of scenes with a cast member on screen
         self.music_ref: ArtifactRef | None = None  # known before planning when the cuts are snapped to it
@@ -263,27 +267,28 @@ class _Production:
                 "height": min(2048, math.ceil(self.height * scale / 64) * 64)}
 
     def keyframe_prompt(self, scene: Scene, text: str) -> str:
-        """The scene card: number, framing and what it shows (a real model reads the framing and the text; the
-        preview worker draws it, which makes the animatic's scene cards)."""
+        """The scene card: number, framing, what it shows and, with two or more characters, who stands where (the
+        lip sync's prompts name the same places; a real model reads the framing and the text; the preview worker
+        draws it, which makes the animatic's scene cards)."""
         shot = scene.shot_type.replace("_", " ")
         framing = shot if shot.endswith("shot") else f"{shot} shot"  # "two shot", not "two shot shot"
-        return f"Scene {scene.number}, {framing}: {text}. Style: {self.script.style}"
+        staging = placement_text(scene.characters)
+        return f"Scene {scene.number}, {framing}: {text}. {f'{staging}. ' if staging else ''}Style: {self.script.style}"
 
     async def keyframe(self, scene: Scene, text: str, what: str) -> ArtifactRef:
         size = self.keyframe_size()
         seed = self.seed + 1000 * scene.number + (1 if what == "end" else 0)
         prompt = self.keyframe_prompt(scene, text)
         on_screen = [c for c in scene.characters if c in self.cast]
-        if on_screen and self.pose is not None and what == "start":
-            made = await self.gpu(POSE_KEYFRAME, {"prompt": prompt, "seed": seed, **size},
+        if on_screen:
+            member = self.cast[on_screen[0]]  # the templates hold one identity: the first on screen leads
+            inputs = {"reference": member.base}
+            if self.pose is not None and what == "start":  # the same identity, posed by the OpenPose ControlNet
+                inputs["pose"] = self.pose
+            made = await self.gpu(POSE_KEYFRAME if "pose" in inputs else "keyframe_ipadapter",
+                                  {"prompt": prompt, "lora": self.lora_names[member.name], "seed": seed, **size},
                                   self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
-                                  {"pose": self.pose})
-        elif on_screen:
-            member = self.cast[on_screen[0]]  # the template holds one identity: the first on screen leads
-            made = await self.gpu("keyframe_ipadapter", {"prompt": prompt, "lora": self.lora_names[member.name],
-                                                         "seed": seed, **size},
-                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
-                                  {"reference": member.base})
+                                  inputs)
         else:
             made = await self.gpu(TEXT_KEYFRAME, {"prompt": prompt, "seed": seed, **size},
                                   self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"))
@@ -426,11 +431,12 @@ class _Production:
 
     async def lipsync(self, plan: ScenePlan, clips: dict[tuple[int, int], ArtifactRef],
                       lines: dict[tuple[int, int], tuple[ArtifactRef, float]]) -> tuple[int, ArtifactRef] | None:
-        """The scene's lip-synced tail (from the first on-screen line), or None."""
+        """The scene's lip-synced tail (from the first on-screen line), or None. Each window lip-syncs one speaker:
+        it hears only that speaker's lines and its prompt names who speaks, where, and to whom."""
         scene = self.scenes[plan.number]
         durations = [lines[(scene.number, i)][1] for i in range(len(scene.dialogue))]
         starts = place_lines(plan.frames / FPS, durations)
-        lip = lipsync_plan(scene, plan, starts, FPS, LIPSYNC_WINDOW)
+        lip = lipsync_plan(scene, plan, starts, durations, FPS, LIPSYNC_WINDOW)
         if lip is None:
             return None
         span_s = lip.start / FPS
@@ -438,7 +444,8 @@ class _Production:
         inputs = {f"line{j}": lines[(scene.number, i)][0] for j, i in enumerate(spoken)}
         place = self.place(scene.number, 1, "lipsync")
         speech = await self.cpu(SPEECH, {"offsets_s": [round(starts[i] - span_s, 4) for i in spoken],
-                                         "windows": lip.windows, "fps": FPS},
+                                         "line_speakers": [scene.dialogue[i].speaker for i in spoken],
+                                         "windows": lip.windows, "speakers": lip.speakers, "fps": FPS},
                                 place, self.tag(scene.number, "speech"), inputs)
         # The face: the animation's frame where the lip sync starts.
         at, shot_clip, local = lip.start, None, 0
@@ -450,19 +457,23 @@ class _Production:
         assert shot_clip is not None
         face = await self.cpu(FRAME, {"index": local, "fps": FPS}, place, self.tag(scene.number, "lipsync-face"),
                               {"video": shot_clip})
-        speakers = ", ".join(dict.fromkeys(scene.dialogue[i].speaker for i in spoken))
         size = {"width": min(1280, self.width), "height": min(1280, self.height)}
         windows = speech.refs[1:]
+        motion = self.motion_prompt(scene)
         chunks = await asyncio.gather(*(
-            self.gpu("talking_video", {"prompt": f"{speakers} speaking. {self.motion_prompt(scene)}",
+            self.gpu("talking_video", {"prompt": f"{speaker_prompt(who, scene.characters)}. {motion}",
                                        "seed": self.seed + 10 * scene.number + w, "length": lip.lengths[w],
                                        "fps": FPS, **size},
                      place, self.tag(scene.number, f"lipsync{w + 1}"), {"image": face.refs[0], "audio": windows[w]})
-            for w in range(len(lip.windows))
+            for w, who in enumerate(lip.speakers)
         ))
-        joined = await self.cpu(LIPSYNC_JOIN, {"windows": lip.windows, "fps": FPS}, place,
+        joined = await self.cpu(LIPSYNC_JOIN, {"windows": lip.windows, "speakers": lip.speakers, "fps": FPS}, place,
                                 self.tag(scene.number, "lipsync-join"),
                                 {"speech": speech.refs[0], **{f"chunk{w}": c.refs[0] for w, c in enumerate(chunks)}})
+        self.lipsyncs[scene.number] = {
+            "start": lip.start, "clip": joined.refs[0].key,
+            "windows": [{"job": self.tag(scene.number, f"lipsync{w + 1}"), "frames": frames, "speaker": who}
+                        for w, (frames, who) in enumerate(zip(lip.windows, lip.speakers, strict=True))]}
         return lip.start, joined.refs[0]
 
     # -- assembly -------------------------------------------------------------------------------------
@@ -621,10 +632,6 @@ async def video_flow(
                 run = _Production(engine, stages, written, slug, version, cast, width=width, height=height,
                                   seed=seed, max_chain=max_chain, pose=pose_ref)
                 needed = _templates(written, run.plans, cast, supplied is None, pose_ref is not None)
-                if pose_ref is not None and any(c in cast for sc in written.scenes for c in sc.characters):
-                    run.notes.append("--pose: keyframe_pose has no identity input (no LoRA, no IP-Adapter), so the "
-                                     "posed keyframes follow the pose and the prompt, not the character's face; "
-                                     "end frames keep the identity")
                 await validate_on_pool(engine.pool, [template_named(t) for t in needed])
                 if snap_to_beat == "on" or (snap_to_beat == "auto" and supplied is not None):
                     progress.plan(2)  # music, beats
@@ -648,7 +655,8 @@ async def video_flow(
             details={"script": {"key": script_ref.key, "sha256": script_ref.sha256, "writer": written.writer},
                      "takes": [t.model_dump() for t in takes], "video": outputs["video"].key,
                      "cast": {n: {"slug": m.slug, "version": m.version} for n, m in cast.items()},
-                     "notes": run.notes, "assembly": assembled.record},
+                     "notes": run.notes, "lipsync": {str(n): run.lipsyncs[n] for n in sorted(run.lipsyncs)},
+                     "assembly": assembled.record},
         )
         manifest_ref = await asyncio.to_thread(write_manifest, store, manifest, f"{folder}v{version}/manifest.json")
         run_key = None

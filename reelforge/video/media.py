@@ -4,10 +4,11 @@
   and the face of a lip-sync window.
 * ``speech_stage``: a scene's speech from ``start`` to its end as one WAV of exactly ``frames / fps`` seconds (the
   on-screen speakers' lines at their offsets, silence between), and the same cut into the lip-sync windows, sample
-  for sample (window ``i`` + window ``i+1`` = the track: no syllable is lost at a seam).
+  for sample (window ``i`` + window ``i+1`` = the track: no syllable is lost at a seam). With speakers given, a
+  window's chunk holds only its speaker's lines (the others silent), so the lip-sync model animates that one face.
 * ``lipsync_join_stage``: the lip-sync windows joined into one clip of exactly ``sum(windows)`` frames: a window
   that came back short (lip-sync models drop tail frames) holds its last frame, a long one is trimmed; the speech
-  is muxed whole. The record says what each window asked for and got.
+  is muxed whole. The record says what each window asked for and got, and whom it lip-syncs.
 """
 
 from __future__ import annotations
@@ -48,31 +49,39 @@ def frame_stage(inputs: Mapping[str, Path], params: Mapping[str, Any], out_dir: 
 
 
 def speech_stage(inputs: Mapping[str, Path], params: Mapping[str, Any], out_dir: Path) -> StageOutput:
-    """``params``: ``offsets_s`` (per input ``line<i>``, from the track's start), ``windows`` (frames), ``fps``."""
+    """``params``: ``offsets_s`` (per input ``line<i>``, from the track's start), ``windows`` (frames), ``fps``;
+    optionally ``line_speakers`` (per line) and ``speakers`` (per window): a window's chunk then mixes only the
+    lines of its speaker."""
     fps = float(params["fps"])
     windows = [int(w) for w in params["windows"]]
     rate = int(params.get("sample_rate", SPEECH_RATE))
     offsets = [float(o) for o in params["offsets_s"]]
+    line_speakers = [str(s) for s in params.get("line_speakers") or [""] * len(offsets)]
+    speakers = [str(s) for s in params.get("speakers") or [""] * len(windows)]
     total = round(sum(windows) * rate / fps)
     track = np.zeros(total, dtype=np.float32)
+    alone = {s: np.zeros(total, dtype=np.float32) for s in set(line_speakers)}  # each speaker's lines only
     for i, offset in enumerate(offsets):
         samples = decode_mono(inputs[f"line{i}"], rate)
         at = max(0, round(offset * rate))
         piece = samples[: max(0, total - at)]
         track[at : at + piece.size] += piece
+        alone[line_speakers[i]][at : at + piece.size] += piece
     out_dir.mkdir(parents=True, exist_ok=True)
     products = [Product(path=write_wav(out_dir / "speech.wav", track, rate), kind="audio", node_id="speech")]
     bounds = np.cumsum([0, *windows])
-    for i in range(len(windows)):
+    silent = np.zeros(total, dtype=np.float32)
+    for i, speaker in enumerate(speakers):
         lo, hi = round(bounds[i] * rate / fps), round(bounds[i + 1] * rate / fps)
-        path = write_wav(out_dir / f"window{i:02d}.wav", track[lo:hi], rate)
+        path = write_wav(out_dir / f"window{i:02d}.wav", alone.get(speaker, silent)[lo:hi], rate)
         products.append(Product(path=path, kind="audio", node_id=f"window{i}"))
     peak = float(np.max(np.abs(track))) if track.size else 0.0
     return StageOutput(products=products, record={"samples": total, "sample_rate": rate, "peak": round(peak, 4)})
 
 
 def lipsync_join_stage(inputs: Mapping[str, Path], params: Mapping[str, Any], out_dir: Path) -> StageOutput:
-    """``inputs``: ``chunk<i>`` (the windows' clips), ``speech`` (the whole track); ``params``: ``windows``, ``fps``."""
+    """``inputs``: ``chunk<i>`` (the windows' clips), ``speech`` (the whole track); ``params``: ``windows``, ``fps``,
+    and ``speakers`` (whom each window lip-syncs, for the record)."""
     fps = float(params["fps"])
     windows = [int(w) for w in params["windows"]]
     got = []
@@ -105,7 +114,7 @@ def lipsync_join_stage(inputs: Mapping[str, Path], params: Mapping[str, Any], ou
     made = probe(out)
     if made.frame_count != total:
         raise MediaCheckFailed(f"joined lip sync has {made.frame_count} frames, not {total}", path=out)
-    record = {"frames": total, "asked": windows, "got": got,
+    record = {"frames": total, "asked": windows, "got": got, "speakers": list(params.get("speakers") or []),
               "held": [max(0, w - g) for w, g in zip(windows, got, strict=True)],
               "trimmed": [max(0, g - w) for w, g in zip(windows, got, strict=True)]}
     return StageOutput(products=[Product(path=out, kind="video", node_id="clip")], record=record)

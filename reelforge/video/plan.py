@@ -15,7 +15,12 @@ assembled agrees to the frame:
   frames nearest the music's beats (the media engine's ``snap_boundaries``: total unchanged, no scene under the
   minimum), and ``plan_scenes(spans=...)`` plans the segments on the snapped frames.
 * **Lip sync**: from the first line of an on-screen speaker to the scene's end, in windows of at most
-  ``window_frames`` (77, Wan S2V's chunk), each generated as ``4n+1`` frames and trimmed or padded back.
+  ``window_frames`` (77, Wan S2V's chunk), each generated as ``4n+1`` frames and trimmed or padded back. The
+  windows are also cut where the on-screen speaker changes (in the gap between the two lines), so each window
+  lip-syncs one speaker: Wan S2V has no per-person mask, it animates whom the prompt and the audio point at.
+* **Placement**: a scene's characters stand left to right in the order the scene lists them; the keyframe prompt
+  says so (``placement_text``) and each lip-sync window's prompt names who speaks, where, and to whom
+  (``speaker_prompt``).
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ __all__ = [
     "lipsync_plan",
     "lipsync_windows",
     "place_lines",
+    "placement_text",
+    "placements",
     "plan_scenes",
     "scene_frames",
     "shot_identity",
     "snap_spans",
+    "speaker_prompt",
 ]
 
 
@@ -88,11 +96,13 @@ class SegmentPlan(_Model):
 
 
 class LipSyncPlan(_Model):
-    """The lip-synced part of a scene: from ``start`` (a frame of the scene) to its end, in windows."""
+    """The lip-synced part of a scene: from ``start`` (a frame of the scene) to its end, in windows, each of one
+    on-screen speaker."""
 
     start: int  # scene-relative first frame
     windows: list[int]  # frames per window, summing to the scene's frames - start
     lengths: list[int]  # 4n+1 frames generated per window
+    speakers: list[str]  # who each window lip-syncs
 
     @property
     def frames(self) -> int:
@@ -204,15 +214,69 @@ def lipsync_windows(frames: int, window_frames: int) -> tuple[list[int], list[in
     return windows, [four_n_plus_one(max(w, 5)) for w in windows]
 
 
-def lipsync_plan(scene: Scene, plan: ScenePlan, line_starts: list[float], fps: float,
+def lipsync_plan(scene: Scene, plan: ScenePlan, line_starts: list[float], durations: list[float], fps: float,
                  window_frames: int) -> LipSyncPlan | None:
-    """The lip-synced tail of a scene whose lines include an on-screen speaker's; None when none speaks on screen."""
-    on_screen = [t for line, t in zip(scene.dialogue, line_starts, strict=True) if line.speaker in scene.characters]
-    if not on_screen:
+    """The lip-synced tail of a scene whose lines include an on-screen speaker's; None when none speaks on screen.
+
+    A turn is a run of on-screen lines by one speaker (off-screen lines do not end it); a new turn starts at the
+    frame halfway through the gap between the previous turn's last line and its first, and every turn is cut
+    into windows of at most ``window_frames``. A turn with no frame left before the scene's end is dropped."""
+    lines = sorted((start, duration, line.speaker) for line, start, duration
+                   in zip(scene.dialogue, line_starts, durations, strict=True) if line.speaker in scene.characters)
+    if not lines:
         return None
-    start = min(plan.frames - 1, math.floor(min(on_screen) * fps))
-    windows, lengths = lipsync_windows(plan.frames - start, window_frames)
-    return LipSyncPlan(start=start, windows=windows, lengths=lengths)
+    start = min(plan.frames - 1, math.floor(lines[0][0] * fps))
+    turns: list[tuple[int, str]] = [(start, lines[0][2])]  # (first frame, speaker)
+    said_until = lines[0][0] + lines[0][1]
+    for at, duration, speaker in lines[1:]:
+        if speaker != turns[-1][1]:
+            cut = round(fps * (min(said_until, at) + at) / 2)
+            cut = max(cut, turns[-1][0] + 1)
+            if cut < plan.frames:
+                turns.append((cut, speaker))
+        said_until = at + duration
+    windows: list[int] = []
+    lengths: list[int] = []
+    speakers: list[str] = []
+    for (first, speaker), (end, _) in itertools.pairwise([*turns, (plan.frames, "")]):
+        frames, generated = lipsync_windows(end - first, window_frames)
+        windows += frames
+        lengths += generated
+        speakers += [speaker] * len(frames)
+    return LipSyncPlan(start=start, windows=windows, lengths=lengths, speakers=speakers)
+
+
+def placements(characters: list[str]) -> dict[str, str]:
+    """Where each on-screen character stands, left to right in the scene's order ('' for one alone)."""
+    count = len(characters)
+    if count < 2:
+        return dict.fromkeys(characters, "")
+    if count <= 3:
+        places = ["on the left", "in the middle", "on the right"] if count == 3 else ["on the left", "on the right"]
+        return dict(zip(characters, places, strict=True))
+    ordinal = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+    return {name: f"{ordinal[i] if i < len(ordinal) else f'{i + 1}th'} from the left"
+            for i, name in enumerate(characters)}
+
+
+def placement_text(characters: list[str]) -> str:
+    """The keyframe's staging of two or more characters ("Mina on the left, Jun on the right"); '' otherwise."""
+    places = placements(characters)
+    if len(places) < 2:
+        return ""
+    return ", ".join(f"{name} {place}" for name, place in places.items())
+
+
+def speaker_prompt(speaker: str, characters: list[str]) -> str:
+    """Who a lip-sync window animates, and where: "Mina (on the left) speaks to Jun (on the right); Jun listens"."""
+    places = placements(characters)
+    others = [name for name in characters if name != speaker]
+    if not others or speaker not in places:
+        return f"{speaker} speaks"
+    listeners = [f"{name} ({places[name]})" for name in others]
+    who = " and ".join(others)
+    return (f"{speaker} ({places[speaker]}) speaks to {' and '.join(listeners)}; "
+            f"{who} {'listens' if len(others) == 1 else 'listen'}")
 
 
 def shot_identity(scene: Scene, segment: SegmentPlan, context: dict[str, object], previous: str | None) -> str:

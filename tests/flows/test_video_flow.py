@@ -1,10 +1,12 @@
 """The video flow under Prefect's harness on preview workers: a whole small production with a character (LoRA
-keyframes, a chained scene, first/last frame, lip sync in two windows), what an edit re-executes (counted), takes,
-and bad input refused before any GPU job."""
+keyframes, a chained scene, first/last frame, lip sync in two windows), two speakers lip-synced one window each,
+what an edit re-executes (counted), takes, the pose keyframe with the identity, and bad input refused before any
+GPU job."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from reelforge.video import (
     PoseRejected,
     ScriptRejected,
     UnknownCharacter,
+    resolve_cast,
 )
 
 SIZE: dict[str, Any] = {"width": 320, "height": 320, "production": "bakery"}
@@ -62,6 +65,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def mina(env: Path) -> str:
     await character_flow(name="Mina", variations=1, intro=False, width=256, height=256, lora_steps=8, lora_rank=4)
     return "Mina"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ari(env: Path, mina: str) -> str:
+    await character_flow(name="Ari", variations=1, intro=False, width=256, height=256, lora_steps=8, lora_rank=4,
+                         gender="male", age=30)
+    return "Ari"
 
 
 def _edited(env: Path, script: dict[str, Any], name: str) -> str:
@@ -158,6 +168,48 @@ async def test_dialogue_edit_re_executes_that_line_and_its_lip_sync(
     assert not {j for j in executed(result) if not j.startswith("s03-") and j != "assembly"}
 
 
+def _duet(script: dict[str, Any], reply: str = "Morning! Rye today?") -> dict[str, Any]:
+    """The base script with Ari beside Mina in scene 2 (5.5 s): Mina, Ari, Mina speak in turn."""
+    script = json.loads(json.dumps(script))
+    script["characters"] = ["Mina", "Ari"]
+    scene = script["scenes"][1]
+    scene["characters"], scene["shot_type"] = ["Mina", "Ari"], "two_shot"
+    scene["dialogue"] = [{"speaker": "Mina", "text": "Good morning."}, {"speaker": "Ari", "text": reply},
+                         {"speaker": "Mina", "text": "Always."}]
+    return script
+
+
+async def test_two_speakers_are_lip_synced_one_window_each(
+        env: Path, base: tuple[VideoResult, dict[str, Any]], ari: str) -> None:
+    """Each talking_video window lip-syncs one speaker, named with its place in its prompt and in the record; the
+    joined clip has exactly the scene's lip-synced frames; a changed reply re-runs only its voice and the windows
+    from its turn on."""
+    _, script = base
+    result = await video_flow(script=_edited(env, _duet(script), "duet"), **SIZE)
+    store = LocalStore(env / "store")
+    manifest = read_manifest(store, result.manifest_key)
+    stages = {s.job_id.removeprefix(f"{result.slug}-v{result.version}-"): s for s in manifest.stages}
+    lip = manifest.details["lipsync"]["2"]
+    assert [w["speaker"] for w in lip["windows"]] == ["Mina", "Ari", "Mina"]
+    prompts = [stages[f"s02-lipsync{w}"].params["prompt"] for w in (1, 2, 3)]
+    assert [stages[f"s02-lipsync{w}"].stage for w in (1, 2, 3)] == ["talking_video"] * 3
+    assert prompts[0].startswith("Mina (on the left) speaks to Ari (on the right); Ari listens. ")
+    assert prompts[1].startswith("Ari (on the right) speaks to Mina (on the left); Mina listens. ")
+    assert prompts[2] == prompts[0]
+    assert "Mina on the left, Ari on the right" in stages["s02-keyframe-start"].params["prompt"]
+    join = stages["s02-lipsync-join"].record
+    assert join["speakers"] == ["Mina", "Ari", "Mina"] and join["asked"] == [w["frames"] for w in lip["windows"]]
+    assert join["frames"] == sum(join["asked"]) == 88 - lip["start"]  # scene 2: frames 40 to 128
+    assert probe(store.path_for(lip["clip"])).frame_count == join["frames"]
+    assert result.frames == 160
+    assert probe(result.video.uri.removeprefix("file://")).frame_count == 160
+    # Ari's reply changes: his voice and the windows from his turn on; Mina's first window is served from cache
+    changed = await video_flow(script=_edited(env, _duet(script, "Yes, rye and a little honey."), "duet2"), **SIZE)
+    gpu = executed(changed, "gpu")
+    assert {"s02-line2", "s02-lipsync2"} <= gpu and "s02-lipsync1" not in gpu, gpu
+    assert gpu <= {"s02-line2", "s02-lipsync2", "s02-lipsync3"}, gpu
+
+
 def _offbeat(env: Path, script: dict[str, Any]) -> str:
     """The base script with its cuts at 2.3 s and 7.7 s (frames 37 and 123)."""
     script = json.loads(json.dumps(script))
@@ -220,11 +272,16 @@ async def test_pose_image_drives_the_cast_scenes_keyframes(
     assert stages["s02-keyframe-start"]["stage"] == "keyframe_pose"  # Mina on screen: the pose
     assert stages["s01-keyframe-start"]["stage"] == "character_base_realistic"  # nobody of the cast: text only
     assert "s02-keyframe-start" in executed(result, "gpu")
-    manifest = read_manifest(LocalStore(env / "store"), result.manifest_key)
+    store = LocalStore(env / "store")
+    manifest = read_manifest(store, result.manifest_key)
     posed = next(s for s in manifest.stages if s.job_id.endswith("s02-keyframe-start"))
-    assert "pose" in posed.inputs and "lora" not in posed.params
+    end = next(s for s in manifest.stages if s.job_id.endswith("s03-keyframe-end"))  # keyframe_ipadapter's identity
+    mina = resolve_cast(store, ["Mina"])["Mina"]
+    assert posed.inputs["pose"].sha256 == hashlib.sha256(pose.read_bytes()).hexdigest()
+    assert posed.inputs["reference"].sha256 == mina.base.sha256 == end.inputs["reference"].sha256
+    assert posed.params["lora"] == end.params["lora"] and posed.params["lora"].endswith(".safetensors")
     assert any(t.new for t in result.takes if t.scene == 2)  # a new keyframe is a new take of the shot
-    assert any("--pose" in n for n in result.notes)
+    assert not any("--pose" in n for n in result.notes)  # the posed keyframe keeps the identity: nothing to say
 
 
 async def test_script_with_the_same_cast_as_characters_runs(

@@ -17,10 +17,11 @@ def test_values_are_typed_by_the_manifest(tmp_path: Path) -> None:
     image = tmp_path / "pose.png"
     Image.new("RGB", (8, 8)).save(image)
     params, files = parse_assignments(
-        template, ["prompt=a=b c", "seed=12", "pose_strength=0.5", "width=512"], [f"pose={image}"]
+        template, ["prompt=a=b c", "seed=12", "pose_strength=0.5", "width=512", "lora=mina.safetensors"],
+        [f"pose={image}", f"reference={image}"],
     )
-    assert params == {"prompt": "a=b c", "seed": 12, "pose_strength": 0.5, "width": 512}
-    assert files == {"pose": image}
+    assert params == {"prompt": "a=b c", "seed": 12, "pose_strength": 0.5, "width": 512, "lora": "mina.safetensors"}
+    assert files == {"pose": image, "reference": image}
 
 
 def test_bool_and_choice() -> None:

@@ -3,6 +3,7 @@ windows, speech cut without losing a sample, lip-sync windows rejoined to the ex
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 
 from reelforge.media import probe, run_ffmpeg
 from reelforge.media.synth import write_wav
-from reelforge.script import Scene, Script
+from reelforge.script import DialogueLine, Scene, Script
 from reelforge.video import (
     four_n_plus_one,
     lipsync_join_stage,
+    lipsync_plan,
     lipsync_windows,
     place_lines,
     plan_scenes,
@@ -21,6 +23,7 @@ from reelforge.video import (
     speech_stage,
 )
 from reelforge.video.media import decode_mono
+from reelforge.video.plan import placement_text, speaker_prompt
 
 
 def _script(durations: list[float], chained: list[bool]) -> Script:
@@ -59,6 +62,45 @@ def test_lines_and_windows() -> None:
     assert sum(windows) == 200 and max(windows) <= 77 and all(n % 4 == 1 for n in lengths)
 
 
+def test_two_speakers_alternating_get_windows_of_one_speaker_each() -> None:
+    """Mina, Jun, Mina, then a narrator line, then Jun: a window never spans two speakers' lines, each cut lies in
+    the gap between the two lines, no window is over the model's, and the windows sum to the lip-synced frames."""
+    speakers = ["Mina", "Jun", "Mina", "narrator", "Jun"]
+    scene = Scene(number=1, description="d", shot_type="two_shot", camera="static", motion_prompt="m",
+                  duration_s=14.0, characters=["Mina", "Jun"],
+                  dialogue=[DialogueLine(speaker=s, text="t") for s in speakers])
+    plan = plan_scenes(Script(title="t", audio_mood="calm", scenes=[scene], target_duration_s=14.0, style="s",
+                              characters=["Mina", "Jun"]), fps=16, segment_frames=81, max_chain=6)[0]
+    durations = [2.0, 6.0, 1.0, 1.5, 1.0]
+    starts = place_lines(14.0, durations)  # 0.3, 2.5, 8.7, 9.9, 11.6
+    lip = lipsync_plan(scene, plan, starts, durations, 16, 77)
+    assert lip is not None and lip.start == 4
+    assert sum(lip.windows) == plan.frames - lip.start == 224 - 4
+    assert max(lip.windows) <= 77 and all(n % 4 == 1 and n >= w for n, w in zip(lip.lengths, lip.windows, strict=True))
+    assert lip.speakers == ["Mina", "Jun", "Jun", "Mina", "Jun"]  # Jun's 6 s line takes two windows
+    edges = [lip.start + sum(lip.windows[:i]) for i in range(len(lip.windows) + 1)]
+    for (first, end), who in zip(itertools.pairwise(edges), lip.speakers, strict=True):
+        for line, at, duration in zip(speakers, starts, durations, strict=True):
+            if line in scene.characters and line != who:  # no other speaker's line inside this window
+                assert at + duration <= first / 16 or at >= end / 16, (who, first, end, line, at)
+    cuts = [edges[i] for i in range(1, len(edges) - 1) if lip.speakers[i] != lip.speakers[i - 1]]
+    assert cuts == [round(16 * (2.3 + 2.5) / 2), round(16 * (8.5 + 8.7) / 2), round(16 * (9.7 + 11.6) / 2)]
+    # one speaker alone: the windows are those of the whole tail, as before
+    alone = scene.model_copy(update={"characters": ["Mina"]})
+    solo = lipsync_plan(alone, plan, starts, durations, 16, 77)
+    assert solo is not None and solo.speakers == ["Mina"] * len(solo.windows)
+    assert (solo.windows, solo.lengths) == lipsync_windows(220, 77)
+
+
+def test_placement_is_the_scene_order_left_to_right() -> None:
+    assert placement_text(["Mina", "Jun"]) == "Mina on the left, Jun on the right"
+    assert placement_text(["Mina"]) == ""
+    assert speaker_prompt("Jun", ["Mina", "Jun"]) == "Jun (on the right) speaks to Mina (on the left); Mina listens"
+    assert speaker_prompt("Mina", ["Mina"]) == "Mina speaks"
+    assert speaker_prompt("Ari", ["Mina", "Ari", "Jun"]) == (
+        "Ari (in the middle) speaks to Mina (on the left) and Jun (on the right); Mina and Jun listen")
+
+
 def _clip(path: Path, frames: int, size: int = 64) -> Path:
     run_ffmpeg(["-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}x{size}:rate=16",
                 "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(path)])
@@ -75,6 +117,17 @@ def test_speech_cut_into_windows_loses_no_sample_and_join_reconciles_frames(tmp_
     assert full.size == round(84 / 16 * rate) and sum(p.size for p in parts) == full.size
     assert np.allclose(np.concatenate(parts), full, atol=1e-4)  # window seams lose nothing
     assert abs(full[round(0.5 * rate) + 100]) > 0 or abs(full[round(0.5 * rate) + 200]) > 0
+    # two speakers, Mina's line running past the cut: each window's chunk holds only its speaker, the track both
+    other = write_wav(tmp_path / "other.wav", 0.5 * np.sin(2 * np.pi * 220 * t[:rate]), rate)
+    two = speech_stage({"line0": line, "line1": other},
+                       {"offsets_s": [1.8, 3.0], "line_speakers": ["Mina", "Jun"], "windows": [40, 44],
+                        "speakers": ["Mina", "Jun"], "fps": 16}, tmp_path / "two")
+    whole, mina, jun = (decode_mono(p.path, rate) for p in two.products)
+    assert mina.size + jun.size == whole.size and mina.size == round(2.5 * rate)
+    assert np.abs(mina[round(1.9 * rate):]).max() > 0.4  # Mina speaks in her window
+    assert np.abs(whole[round(2.5 * rate):round(3.0 * rate)]).max() > 0.4  # and on past the cut, in the track
+    assert np.abs(jun[:round(0.5 * rate)]).max() < 1e-3  # but not in Jun's window
+    assert np.abs(jun[round(0.6 * rate):round(1.4 * rate)]).max() > 0.4
     # a lip-sync model that drops tail frames (LatentSync #64): 45 asked, 40 and 45 returned
     chunks = {"chunk0": _clip(tmp_path / "c0.mp4", 40), "chunk1": _clip(tmp_path / "c1.mp4", 45)}
     joined = lipsync_join_stage({**chunks, "speech": out.products[0].path}, {"windows": [42, 42], "fps": 16},
