@@ -82,6 +82,7 @@ async def open_fleet(
             queue_depth=settings.queue_depth,
             health_interval=settings.health_interval_s,
             ephemeral=settings.embedded,
+            admission=settings.admission_mode,
         )
         await stack.enter_async_context(pool)
         if wait_healthy:

@@ -133,6 +133,12 @@ class WorkerSettings(_EnvSettings):
         description="REELFORGE_DOWNLOAD_RETRIES: how often a failed download of a job's output from its worker "
         "is retried before the job fails (0 = never).",
     )
+    admission: Literal["auto", "local", "shared"] = Field(
+        default="auto",
+        description="REELFORGE_ADMISSION: how the pool counts a worker's load: 'local' (only this process's "
+        "prompts), 'shared' (the worker's own queue, so several orchestrators never overfill it), 'auto' "
+        "(shared for configured workers, local for embedded preview workers).",
+    )
     preview_workers: int = Field(default=2, ge=1, le=64)
     preview_latency: str = Field(
         default="gpu:0.05", description="REELFORGE_PREVIEW_LATENCY: instant | gpu | gpu:SCALE | fixed:SECONDS"
@@ -158,6 +164,13 @@ class WorkerSettings(_EnvSettings):
     def embedded(self) -> bool:
         """True when no real workers are configured and the preview workers stand in."""
         return not self.comfy_urls
+
+    @property
+    def admission_mode(self) -> Literal["local", "shared"]:
+        """The admission the pool uses (``auto`` resolved)."""
+        if self.admission == "auto":
+            return "local" if self.embedded else "shared"
+        return self.admission
 
 
 # s3:/bucket, s3:bucket, S3://bucket, s3//bucket, s3:\\bucket ...: meant as S3, would be taken for a folder.

@@ -181,6 +181,7 @@ class ComfyClient:
         self._uploaded: dict[tuple[str, str, str, str], UploadedFile] = {}
         self._witness: str | None = None  # the latest prompt seen finished in this worker's history
         self._callback_tasks: set[asyncio.Future[Any]] = set()
+        self._queue_listeners: list[Callable[[int], None]] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -628,9 +629,28 @@ class ComfyClient:
             watch.poll_now = True
             watch.changed.set()
 
+    def watch_queue(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(queue_remaining)`` on every change of the worker's queue (its ``status`` broadcast,
+        sent to every socket on each put, pop, finish and delete), whoever caused it; opens the WebSocket now."""
+        self._queue_listeners.append(listener)
+        if self.use_websocket:
+            self._stream.start()
+
+    def forget(self, prompt_id: str) -> None:
+        """Stop tracking a prompt this client submitted (it was taken back before it ran)."""
+        self._watches.pop(prompt_id, None)
+
     def _on_event(self, msg: dict[str, Any]) -> None:
         data = msg.get("data")
         if not isinstance(data, dict):
+            return
+        if msg["type"] == "status" and self._queue_listeners:
+            status = data.get("status")
+            info = status.get("exec_info") if isinstance(status, dict) else None
+            remaining = info.get("queue_remaining") if isinstance(info, dict) else None
+            if isinstance(remaining, int):
+                for listener in self._queue_listeners:
+                    listener(remaining)
             return
         pid = data.get("prompt_id")
         watch = self._watches.get(pid) if isinstance(pid, str) else None

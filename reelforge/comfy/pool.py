@@ -17,6 +17,15 @@
   still running -> keep waiting there; finished -> return that result (a job never runs twice when it did
   complete); pending -> delete it there. Otherwise the worker cools down and the job runs again on another
   eligible worker under a new prompt id, at most ``max_failovers`` times. Permanent errors propagate at once.
+* **Shared admission** (``admission="shared"``): when several orchestrator processes (or machines) share the
+  workers, each pool only knows its own prompts. Then the worker's own queue is the shared truth: before
+  submitting, the pool reads ``GET /queue`` and submits only while everything there (any orchestrator's
+  prompts, a person's from the ComfyUI page) plus its own granted slots stays within ``1 + queue_depth``;
+  after submitting it reads the queue again and, if its prompt ranks beyond ``1 + queue_depth`` there (two
+  pools submitted at once; the earlier POST keeps its place), it takes the prompt back while still pending
+  and waits for the next slot. Each worker's ``status`` broadcast (sent to every socket on every queue change)
+  keeps the count of other prompts current, so a pool re-tries a worker the moment it frees up. Two
+  ``GET /queue`` per job, no shared service; see docs/scale-out.md.
 * **Stopping** (``stop_dispatch``): when the flow run that owns the pool is cancelled, nothing more is
   submitted: waiting jobs, later ``run`` calls and failovers fail with ``DispatchStopped``. Prompts already
   on workers are removed by ``reelforge.comfy.cancel.cancel_owned``.
@@ -27,13 +36,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -56,7 +66,10 @@ from reelforge.comfy.graph import ModelRef
 from reelforge.comfy.routing import Requirement, WorkerSnapshot, any_eligible_healthy, choose_worker
 from reelforge.comfy.types import Graph, JobOwner, JobResult, Progress
 
-__all__ = ["JOB_PRIORITY", "DispatchStopped", "NoHealthyWorkers", "WorkerPool", "WorkerStatus"]
+__all__ = ["JOB_PRIORITY", "AdmissionMode", "DispatchStopped", "NoHealthyWorkers", "WorkerPool", "WorkerStatus"]
+
+AdmissionMode = Literal["local", "shared"]
+"""``local``: count only this pool's prompts per worker; ``shared``: the worker's queue counts (see above)."""
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +91,10 @@ class DispatchStopped(PermanentComfyError):
     """The pool was told to submit nothing more (its flow run is being cancelled)."""
 
 
+class _NoRoom(Exception):
+    """Shared admission: the worker's queue was full (or our prompt was taken back as the overshoot)."""
+
+
 class NoHealthyWorkers(NoEligibleWorker):
     """At start, no configured worker became healthy within the grace period; ``reasons`` names each one's
     failure. Permanent: a retry would wait the same way."""
@@ -92,6 +109,7 @@ class WorkerStatus(BaseModel):
     healthy: bool
     cooling_s: float  # seconds of cooldown left (0 when not cooling)
     in_flight: int  # ours, running + pending
+    others: int  # prompts on the worker from elsewhere, as last seen (shared admission; 0 otherwise)
     capacity: int
     node_classes: int | None  # number of classes known (None: never answered)
     last_models: list[str]
@@ -115,19 +133,25 @@ class _Worker:
     models: dict[str, frozenset[str]] = field(default_factory=dict)
     last_models: frozenset[ModelRef] = frozenset()
     in_flight: int = 0
+    prompts: set[str] = field(default_factory=set)  # ours submitted there and not yet finished
+    others: int = 0  # shared admission: prompts there that are not ours, as last seen ...
+    others_until: float = 0.0  # ... trusted until then (a missed broadcast never blocks the worker for good)
     completed: int = 0
     failed_over: int = 0
     last_error: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def snapshot(self, capacity: int) -> WorkerSnapshot:
+    def others_at(self, now: float) -> int:
+        return self.others if now < self.others_until else 0
+
+    def snapshot(self, capacity: int, now: float = 0.0) -> WorkerSnapshot:
         return WorkerSnapshot(
             name=self.name,
             url=self.url,
             labels=self.labels,
             healthy=self.healthy,
             cooling_until=self.cooling_until,
-            in_flight=self.in_flight,
+            in_flight=self.in_flight + self.others_at(now),
             capacity=capacity,
             node_classes=self.node_classes,
             models=self.models,
@@ -174,11 +198,18 @@ class WorkerPool:
         unavailable_timeout: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         ephemeral: bool = False,
+        admission: AdmissionMode = "local",
+        others_ttl: float = 2.0,
     ) -> None:
         """``ephemeral``: the workers live and die with this process (embedded preview workers), so there is
-        nothing to clean up on them after a cancel."""
+        nothing to clean up on them after a cancel. ``admission``: see the module docstring; ``others_ttl``:
+        how long a count of other prompts on a worker is trusted without a fresh broadcast."""
         if queue_depth < 0:
             raise ValueError("queue_depth must be >= 0")
+        if admission not in ("local", "shared"):
+            raise ValueError(f"admission must be 'local' or 'shared', not {admission!r}")
+        self.admission: AdmissionMode = admission
+        self.others_ttl = others_ttl
         self.ephemeral = ephemeral
         self.queue_depth = queue_depth
         self.health_interval = health_interval
@@ -214,6 +245,8 @@ class WorkerPool:
         self._no_submits.set()
         self.failovers = 0  # jobs re-run elsewhere
         self.salvaged = 0  # failures resolved on the original worker (finished or still running there)
+        self.declined = 0  # shared admission: submits not made because the worker's queue was full
+        self.withdrawn = 0  # shared admission: prompts taken back as the overshoot of a simultaneous submit
 
     # ------------------------------------------------------------------ construction / lifecycle
 
@@ -270,6 +303,9 @@ class WorkerPool:
         self._watchers = [
             asyncio.create_task(self._watch(w), name=f"pool-health-{w.name}") for w in self._workers
         ]
+        if self.admission == "shared":
+            for w in self._workers:
+                w.client.watch_queue(functools.partial(self._on_queue, w))
         self._dispatch()
 
     async def aclose(self) -> None:
@@ -334,7 +370,8 @@ class WorkerPool:
         return 1 + self.queue_depth
 
     def snapshots(self) -> list[WorkerSnapshot]:
-        return [w.snapshot(self.capacity) for w in self._workers]
+        now = self._clock()
+        return [w.snapshot(self.capacity, now) for w in self._workers]
 
     def status(self) -> list[WorkerStatus]:
         now = self._clock()
@@ -346,6 +383,7 @@ class WorkerPool:
                 healthy=w.healthy,
                 cooling_s=round(max(0.0, w.cooling_until - now), 3),
                 in_flight=w.in_flight,
+                others=w.others_at(now),
                 capacity=self.capacity,
                 node_classes=None if w.node_classes is None else len(w.node_classes),
                 last_models=sorted(str(m) for m in w.last_models),
@@ -454,6 +492,8 @@ class WorkerPool:
             prompt_id = str(uuid.uuid4())
             try:
                 result = await self._attempt(worker, graph, prompt_id, owner, deadline, on_progress, prepare)
+            except _NoRoom:
+                continue  # another orchestrator took the slot: wait for the next one (not a failure)
             except FAILOVER_ERRORS as err:
                 failovers += 1
                 worker.failed_over += 1
@@ -490,6 +530,12 @@ class WorkerPool:
     ) -> JobResult:
         """Submit and wait on one worker; the slot taken by ``_acquire`` is released on the way out."""
         try:
+            if self.admission == "shared":
+                try:
+                    await self._room_before(worker)
+                except FAILOVER_ERRORS as err:
+                    self._mark_unhealthy(worker, err)
+                    raise
             if prepare is not None:
                 try:
                     graph = await prepare(worker.client, graph)
@@ -502,12 +548,15 @@ class WorkerPool:
                     raise DispatchStopped(stopped, worker=worker.name)
                 self._submitting += 1
                 self._no_submits.clear()
+                worker.prompts.add(prompt_id)
                 try:
                     await worker.client.submit(graph, prompt_id=prompt_id, owner=owner)
                 finally:
                     self._submitting -= 1
                     if not self._submitting:
                         self._no_submits.set()
+                if self.admission == "shared":
+                    await self._keep_or_withdraw(worker, prompt_id)
                 return await worker.client.wait(
                     prompt_id, timeout=self._remaining(deadline, prompt_id), on_progress=on_progress
                 )
@@ -520,7 +569,43 @@ class WorkerPool:
                 self._mark_unhealthy(worker, err)
                 raise
         finally:
+            worker.prompts.discard(prompt_id)
             self._release(worker)
+
+    # ------------------------------------------------------------------ shared admission
+
+    def _note_others(self, worker: _Worker, others: int) -> None:
+        worker.others = max(0, others)
+        worker.others_until = self._clock() + self.others_ttl
+
+    def _on_queue(self, worker: _Worker, remaining: int) -> None:
+        """A worker's queue changed (its ``status`` broadcast): re-count the others and hand out slots."""
+        self._note_others(worker, remaining - len(worker.prompts))
+        self._dispatch()
+
+    async def _room_before(self, worker: _Worker) -> None:
+        """Raise ``_NoRoom`` unless the worker's queue leaves room for the slot we were granted."""
+        queue = await worker.client.get_queue()
+        others = sum(1 for item in [*queue.running, *queue.pending] if item.prompt_id not in worker.prompts)
+        self._note_others(worker, others)
+        if others + worker.in_flight > self.capacity:
+            self.declined += 1
+            raise _NoRoom
+
+    async def _keep_or_withdraw(self, worker: _Worker, prompt_id: str) -> None:
+        """After submitting: if our prompt ranks beyond capacity in the worker's queue, take it back."""
+        queue = await worker.client.get_queue()
+        order = [item.prompt_id for item in [*queue.running, *queue.pending]]  # pending in execution order
+        self._note_others(worker, sum(1 for pid in order if pid not in worker.prompts))
+        if prompt_id not in order or order.index(prompt_id) < self.capacity:
+            return  # within capacity (or already finished)
+        removal = await worker.client.remove(prompt_id, interrupt_running=False)
+        if removal.action != "deleted":
+            return  # it started (or finished) in the meantime: keep it
+        worker.client.forget(prompt_id)
+        self.withdrawn += 1
+        log.info("prompt %s withdrawn from %s: another orchestrator's submit came first", prompt_id, worker.name)
+        raise _NoRoom
 
     async def _salvage(
         self,
@@ -639,7 +724,7 @@ class WorkerPool:
             if ticket.requirement.affinity:
                 # Our prompts run in submission order, so after this one the worker holds its model.
                 worker.last_models = ticket.requirement.affinity
-            snaps[index[chosen.name]] = worker.snapshot(self.capacity)
+            snaps[index[chosen.name]] = worker.snapshot(self.capacity, now)
             self._tickets.remove(ticket)
             ticket.future.set_result(worker)
             if not any(s.known and s.available(now) for s in snaps):

@@ -193,6 +193,8 @@ class WorkerStats:
     busy_seconds: float = 0.0
     # (prompt_id, start, end) in ``time.monotonic()`` seconds, from execution_start to history stored.
     intervals: list[tuple[str, float, float]] = field(default_factory=list)
+    # prompt_id -> [queued at, left the queue at (None: still there), taken back before it ran]
+    held: dict[str, list[Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, prompt_id: str, start: float, end: float) -> None:
@@ -200,6 +202,30 @@ class WorkerStats:
             self.prompts_executed += 1
             self.busy_seconds += end - start
             self.intervals.append((prompt_id, start, end))
+            if prompt_id in self.held:
+                self.held[prompt_id][1] = end
+
+    def queued(self, prompt_id: str) -> None:
+        with self._lock:
+            self.held[prompt_id] = [time.monotonic(), None, False]
+
+    def deleted(self, prompt_id: str) -> None:
+        with self._lock:
+            if prompt_id in self.held:
+                self.held[prompt_id][1:] = [time.monotonic(), True]
+
+    def max_held(self, *, kept_only: bool = False) -> int:
+        """The most prompts the worker held at once (running + pending); ``kept_only``: counting only prompts
+        that were not deleted while pending (a deleted one sat in the queue without ever using the GPU)."""
+        with self._lock:
+            spans = [(q, e) for q, e, gone in self.held.values() if not (kept_only and gone)]
+        edges = sorted([(q, 1) for q, _ in spans] + [(e, -1) for _, e in spans if e is not None],
+                       key=lambda edge: (edge[0], edge[1]))  # a leave before an arrival at the same instant
+        most = held = 0
+        for _, step in edges:
+            held += step
+            most = max(most, held)
+        return most
 
     def busy_between(self, start: float, end: float) -> float:
         """Busy seconds inside the window [start, end] (monotonic clock)."""
@@ -445,6 +471,7 @@ class Executor:
         self.hub.send("status", {"status": self.queue_info()})
 
     def put(self, item: QueueItem) -> None:
+        self.stats.queued(item[1])
         self._seq += 1
         heapq.heappush(self._heap, _HeapEntry(item[0], item[1], self._seq, item))
         self.queue_updated()
@@ -462,6 +489,7 @@ class Executor:
     def delete_pending(self, prompt_id: str) -> bool:
         for i, entry in enumerate(self._heap):
             if entry.prompt_id == prompt_id:
+                self.stats.deleted(prompt_id)
                 self._heap.pop(i)
                 heapq.heapify(self._heap)
                 self.queue_updated()
@@ -469,6 +497,8 @@ class Executor:
         return False
 
     def wipe_queue(self) -> None:
+        for entry in self._heap:
+            self.stats.deleted(entry.prompt_id)
         self._heap = []
         self.queue_updated()
 

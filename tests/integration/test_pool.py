@@ -308,3 +308,65 @@ async def test_waiting_jobs_are_served_by_priority_then_arrival(make_worker: Mak
             await asyncio.sleep(0.02)  # they arrive a5, b1, c5, d1
         await asyncio.gather(first, *waiting)
     assert order == ["first", "b1", "d1", "a5", "c5"]
+
+
+async def _two_orchestrators(
+    workers: list[PreviewWorker], make_client: MakeClient, admission: str, jobs: int
+) -> tuple[list[WorkerPool], list[Any]]:
+    """Two pools with their own clients over the same workers: what two orchestrator processes see."""
+    pools = [
+        WorkerPool([make_client(w, f"w{i}") for i, w in enumerate(workers)], queue_depth=1,
+                   admission=admission)  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+    async with pools[0], pools[1]:
+        results = await asyncio.gather(
+            *(pools[n % 2].run(image_graph(n), job_id=f"{admission}-{n}") for n in range(jobs))
+        )
+    return pools, results
+
+
+async def test_shared_admission_keeps_two_orchestrators_within_one_plus_queue_depth(
+    make_worker: MakeWorker, make_client: MakeClient
+) -> None:
+    workers = [await make_worker(latency="fixed:0.15") for _ in range(2)]
+    pools, results = await _two_orchestrators(workers, make_client, "shared", 16)
+    assert len({r.prompt_id for r in results}) == 16
+    # Every job ran once, and no worker ever held more than 1 running + 1 pending prompt that went on to run.
+    assert sum(w.stats.prompts_executed for w in workers) == 16
+    assert [w.stats.max_held(kept_only=True) for w in workers] == [2, 2]
+    # A prompt taken back as the overshoot never ran; the GPU was never idle while jobs waited.
+    withdrawn = {pid for w in workers for pid, (_, _, gone) in w.stats.held.items() if gone}
+    ran = {pid for w in workers for pid, _, _ in w.stats.intervals}
+    assert not withdrawn & ran
+    assert sum(p.withdrawn for p in pools) == len(withdrawn)
+    for w in workers:
+        spans = sorted((s, e) for _, s, e in w.stats.intervals)
+        assert all(b[0] - a[1] < 0.1 for a, b in itertools.pairwise(spans))
+
+
+async def test_local_admission_lets_two_orchestrators_overfill_a_worker(
+    make_worker: MakeWorker, make_client: MakeClient
+) -> None:
+    # The same scene without shared admission: each pool counts only its own prompts (what the shared mode fixes).
+    workers = [await make_worker(latency="fixed:0.15") for _ in range(2)]
+    _, results = await _two_orchestrators(workers, make_client, "local", 16)
+    assert len(results) == 16
+    assert max(w.stats.max_held() for w in workers) == 4
+
+
+async def test_shared_admission_counts_prompts_from_elsewhere(
+    make_worker: MakeWorker, make_client: MakeClient
+) -> None:
+    # A person queues three prompts on the first worker from the ComfyUI page: the pool leaves it alone.
+    busy = await make_worker(latency="fixed:1.5")
+    free = await make_worker(latency="fixed:0.05")
+    async with httpx.AsyncClient(base_url=busy.url) as http:
+        for n in range(3):
+            (await http.post("/prompt", json={"prompt": image_graph(1000 + n)})).raise_for_status()
+    async with WorkerPool([make_client(busy, "busy"), make_client(free, "free")], admission="shared") as pool:
+        results = await asyncio.gather(*(pool.run(image_graph(n), job_id=f"j{n}") for n in range(4)))
+        others = {s.name: s.others for s in pool.status()}
+    assert {r.worker for r in results} == {"free"}
+    assert others == {"busy": 3, "free": 0} or others == {"busy": 2, "free": 0}  # one may have finished
+    assert pool.declined >= 1  # a slot granted on the busy worker was declined after reading its queue
