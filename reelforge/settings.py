@@ -244,6 +244,33 @@ class StoreSettings(_EnvSettings):
     s3_secret_access_key: SecretStr | None = None
     multipart_threshold_mb: int = Field(default=64, ge=5, le=5120)
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    locks: SecretStr | None = Field(
+        default=None,
+        description="REELFORGE_LOCKS: redis://[user:password@]host:port/db (or rediss://, redis+sentinel://) to "
+        "hold the stages' cache locks in Redis, shared by orchestrators on several machines; unset: flock-ed "
+        "files on this machine. A secret: the URL may carry a password.",
+    )
+    locks_lease_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="REELFORGE_LOCKS_LEASE_S: a Redis cache lock expires this long after its holder stops "
+        "renewing it (a killed orchestrator); renewed every third of it while held.",
+    )
+    locks_prefix: str = Field(default="reelforge:", description="REELFORGE_LOCKS_PREFIX: Redis key prefix of the locks")
+
+    @field_validator("locks")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else "(none)"
+        if scheme not in ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "unix"):
+            raise ValueError(
+                f"REELFORGE_LOCKS must be a redis://, rediss://, redis+sentinel:// or unix:// URL, not {scheme!r}://..."
+            )
+        return value
 
     @field_validator("store")
     @classmethod

@@ -60,9 +60,9 @@ from tasks.admission import GpuAdmission
 from tasks.context import current_flow_run_id, current_task_run
 from tasks.events import stage_completed
 from tasks.gpu import gpu_call, template_named
-from tasks.locks import StageLockManager
+from tasks.locks import RedisStageLockManager, lock_manager_for
 from tasks.progress import FlowProgress
-from tasks.results import lock_folder_for, result_storage_for
+from tasks.results import result_storage_for
 from tasks.retry import retry_transient
 
 __all__ = ["CODE_VERSIONS", "Stage", "StageRunner", "StageRuntime", "stage_cache_key"]
@@ -292,7 +292,8 @@ class StageRunner:
     def __init__(self, runtime: StageRuntime, result_storage: Any) -> None:
         self.runtime = runtime
         self.result_storage = result_storage
-        locks = StageLockManager(lock_folder_for(runtime.engine.settings.store))
+        locks = lock_manager_for(runtime.engine.settings.store)
+        self.locks = locks
         self.cache_policy = CachePolicy.from_cache_key_fn(_cache_key_fn).configure(
             isolation_level="SERIALIZABLE", lock_manager=locks
         )
@@ -302,7 +303,10 @@ class StageRunner:
     @classmethod
     async def create(cls, engine: Engine, *, progress: FlowProgress | None = None) -> StageRunner:
         runtime = StageRuntime(engine, progress=progress)
-        return cls(runtime, await result_storage_for(engine.settings.store))
+        runner = cls(runtime, await result_storage_for(engine.settings.store))
+        if isinstance(runner.locks, RedisStageLockManager):
+            await asyncio.to_thread(runner.locks.check)  # a clear error now, not a stage hanging on it later
+        return runner
 
     def task_for(self, stage: Stage, *, refresh: bool = False) -> Task[..., Any]:
         timeout = self.runtime.timeout_for(stage) + TIMEOUT_GRACE_S

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +85,6 @@ def test_retry_condition_retries_transient_errors_only() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- harness
-
-
-@pytest.fixture(scope="module")
-def worker() -> Iterator[PreviewWorkerThread]:
-    thread = PreviewWorkerThread(PreviewWorker(latency="instant", name="solo"))
-    thread.start()
-    yield thread
-    thread.stop()
 
 
 @pytest.fixture
