@@ -13,14 +13,23 @@ Run: ``.venv/bin/python bench/overhead.py [--jobs 500] [--fleet-jobs 200] [--fle
 (b) Fleet utilization: ``--fleet-workers`` workers with latency ``fixed:0.2``, ``--fleet-jobs`` jobs given to
     the pool at once; per worker busy time (the worker's own executor stats) / wall time of the batch, and the
     fleet mean (target >= 97 %).
+(c) Two orchestrators: ``--shared-processes`` (2) orchestrator processes, each its own ``WorkerPool`` with
+    ``admission="shared"``, share the same ``--fleet-workers`` workers and get ``--fleet-jobs`` jobs between
+    them at once. Reported: fleet utilization (target >= 97 %), the most prompts a worker ever held that went
+    on to run (target <= 1 + queue depth), the most it held counting prompts taken back as a simultaneous
+    submit's overshoot (they sat pending for milliseconds and never ran), declines and withdrawals, and the
+    same run with ``admission="local"`` for comparison (each process then counts only its own prompts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -159,6 +168,77 @@ async def bench_fleet(root: Path, workers_n: int, jobs: int, latency: str) -> bo
     return ok
 
 
+async def orchestrator(urls: list[str], jobs: int, offset: int, admission: str) -> None:
+    """One orchestrator process of (c): its own pool over the shared workers; prints its counters as JSON."""
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        clients = [ComfyClient(u, http=http, name=f"w{i}") for i, u in enumerate(urls)]
+        async with WorkerPool(clients, queue_depth=1, health_interval=30.0, admission=admission) as pool:  # type: ignore[arg-type]
+            print("ready", flush=True)
+            sys.stdin.readline()  # the parent starts every orchestrator at once
+            await asyncio.gather(
+                *(pool.run(trivial_graph(offset + i, "shared"), job_id=f"o{offset}-{i}") for i in range(jobs))
+            )
+            print(json.dumps({"declined": pool.declined, "withdrawn": pool.withdrawn}), flush=True)
+        for c in clients:
+            await c.aclose()
+
+
+async def bench_shared(root: Path, workers_n: int, jobs: int, latency: str, processes: int, admission: str) -> bool:
+    workers = [PreviewWorker(root / f"{admission}-{i}", latency=latency) for i in range(workers_n)]
+    urls = [await w.start() for w in workers]
+    per = jobs // processes
+    try:
+        children = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--orchestrator", json.dumps(urls), str(per), str(n * per), admission,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )
+            for n in range(processes)
+        ]
+        for child in children:  # each pool started (health checks done) before the clock starts
+            assert child.stdout is not None
+            assert (await child.stdout.readline()).strip() == b"ready"
+        t0 = time.monotonic()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        counters = []
+        for child in children:
+            out, _ = await child.communicate()
+            counters.append(json.loads(out.decode().strip().splitlines()[-1]))
+            assert child.returncode == 0
+        ends = [e for w in workers for _, _, e in w.stats.intervals if e >= t0]
+        t1 = max(ends)  # the last prompt finished (the children then exit, which is not the fleet's time)
+        busy = [w.stats.busy_between(t0, t1) for w in workers]
+        kept = [w.stats.max_held(kept_only=True) for w in workers]
+        held = [w.stats.max_held() for w in workers]
+        executed = sum(w.stats.prompts_executed for w in workers)
+        sat = sorted((e - q) * 1000 for w in workers for q, e, gone in w.stats.held.values() if gone and e)
+    finally:
+        for w in workers:
+            await w.stop()
+    wall = t1 - t0
+    mean = statistics.fmean(b / wall for b in busy)
+    declined = sum(c["declined"] for c in counters)
+    withdrawn = sum(c["withdrawn"] for c in counters)
+    print(f"(c) {processes} orchestrator processes, admission={admission!r}: {workers_n} workers '{latency}', "
+          f"{per * processes} jobs, queue_depth=1")
+    print(f"    wall {wall:.3f} s (ideal {per * processes * _fixed(latency) / workers_n:.3f} s), "
+          f"prompts executed {executed}")
+    print(f"    fleet mean utilization: {mean * 100:.2f} %")
+    print(f"    most prompts a worker held that went on to run: {kept}   (1 + queue depth = 2)")
+    print(f"    most held counting withdrawn overshoots:         {held}")
+    print(f"    submits declined after reading the queue: {declined}; prompts withdrawn: {withdrawn}")
+    if sat:
+        print(f"    a withdrawn prompt sat pending {statistics.median(sat):.1f} ms (p50), {sat[-1]:.1f} ms (max); "
+              "none ran")
+    ok = mean >= 0.97 and max(kept) <= 2 and executed == per * processes
+    if admission == "shared":
+        print(f"    target: >= 97 % busy and <= 2 held per worker  {'OK' if ok else 'MISSED'}")
+    return ok
+
+
 def _fixed(latency: str) -> float:
     return float(latency.split(":", 1)[1]) if latency.startswith("fixed:") else 0.0
 
@@ -174,15 +254,28 @@ async def main() -> int:
     parser.add_argument("--fleet-workers", type=int, default=4)
     parser.add_argument("--fleet-jobs", type=int, default=200)
     parser.add_argument("--fleet-latency", default="fixed:0.2")
+    parser.add_argument("--shared-processes", type=int, default=2, help="orchestrator processes in (c)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--orchestrator", nargs=4, metavar=("URLS", "JOBS", "OFFSET", "ADMISSION"),
+                        help=argparse.SUPPRESS)  # a child of (c)
     args = parser.parse_args()
+    if args.orchestrator:
+        urls, jobs, offset, admission = args.orchestrator
+        await orchestrator(json.loads(urls), int(jobs), int(offset), admission)
+        return 0
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="reelforge-bench-") as tmp:
         root = Path(tmp)
         ok_a = await bench_overhead(root, args.jobs, args.poll_ms, args.warmup, args.rounds)
         print()
         ok_b = await bench_fleet(root, args.fleet_workers, args.fleet_jobs, args.fleet_latency)
-    return 0 if (ok_a and ok_b) or not args.strict else 1
+        print()
+        ok_c = await bench_shared(root, args.fleet_workers, args.fleet_jobs, args.fleet_latency,
+                                  args.shared_processes, "shared")
+        print()
+        await bench_shared(root, args.fleet_workers, args.fleet_jobs, args.fleet_latency, args.shared_processes,
+                           "local")
+    return 0 if (ok_a and ok_b and ok_c) or not args.strict else 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,11 @@
-"""GPU admission across orchestrator processes: a Prefect global concurrency limit per worker label.
+"""Optional GPU admission through Prefect: a global concurrency limit per worker label.
 
-The in-process ``WorkerPool`` already admits at most ``1 + queue_depth`` of *its own* prompts per worker. When
-several orchestrator processes (or machines) share the same workers, each pool only sees its own prompts, so
-they can overfill a worker's queue. With ``REELFORGE_GLOBAL_LIMITS=true`` every GPU job also holds one slot of
-``reelforge-gpu-<label>`` (slots = workers serving that label x (1 + queue_depth)), created on first use.
-
-Each acquire + release is a round trip to the Prefect server (~170 ms on SQLite, seconds when it is busy), so
-it is off by default: one process does not need it.
+Several orchestrator processes (or machines) sharing workers are admitted by the pool itself, from each worker's
+own queue (``REELFORGE_ADMISSION=shared``, reelforge/comfy/pool.py): +13 ms per job. With
+``REELFORGE_GLOBAL_LIMITS=true`` every GPU job also holds one slot of ``reelforge-gpu-<label>`` (slots = workers
+serving that label x (1 + queue_depth)), created on first use, for setups that want the slots visible in Prefect.
+Each acquire + release is a round trip to the Prefect server (~170 ms alone, ~2 s per back-to-back job), so it is
+off by default.
 """
 
 from __future__ import annotations
