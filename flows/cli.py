@@ -112,13 +112,14 @@ def _validated(command: FlowCommand, values: Mapping[str, Any], source: Mapping[
 
 def register(
     name: str, flow: Flow[..., Any], summary: Summary, *, aliases: Mapping[str, str] | None = None,
-    arguments: Sequence[str] = (),
+    arguments: Sequence[str] = (), preflight: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> FlowCommand:
     """Add ``reelforge run <name>`` with one option per flow parameter, ``--spec`` and ``--json``.
 
     ``aliases``: a shorter option for a parameter (``{"character_type": "--type"}``), accepted beside its own.
     ``arguments``: parameters given positionally (``reelforge run template NAME``). A ``list[str]`` parameter is an
-    option given once per item (``--set a=1 --set b=2``)."""
+    option given once per item (``--set a=1 --set b=2``). ``preflight(params)``: the flow's own input checks, run
+    before the flow starts, so that bad input is one ``error:`` line (exit 2) without a flow run or its traceback."""
     command = FlowCommand(name, flow, summary, _parameters(flow))
     hints = command.params.model_fields
 
@@ -133,8 +134,13 @@ def register(
             source.update({k: k.upper() if k in arguments else _option(k) for k in raw})
             source.update({k: k.upper() for k in arguments if k not in values})
             params = _validated(command, values, source)
-        except BadInput as exc:
-            Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+            if preflight is not None:
+                try:
+                    preflight(params)
+                except ValidationError as exc:  # a REELFORGE_* setting the checks read (messages name it)
+                    raise BadInput("; ".join(e["msg"] for e in exc.errors())) from exc
+        except (BadInput, InputRejected) as exc:
+            Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(EXIT_BAD_INPUT) from exc
         raise typer.Exit(execute(command, params, as_json=as_json))
 
@@ -355,6 +361,7 @@ def _register_flows() -> None:
     from flows.batch import batch_flow, print_batch_summary
     from flows.character import character_flow, print_summary
     from flows.template import print_template_summary, template_flow
+    from flows.video import preflight as video_preflight
     from flows.video import print_video_summary, video_flow
 
     if not run_app.registered_commands:
@@ -362,7 +369,7 @@ def _register_flows() -> None:
         register("batch", batch_flow, print_batch_summary, aliases={"character_type": "--type"})
         register("template", template_flow, print_template_summary, arguments=("name",),
                  aliases={"set_values": "--set", "inputs": "--input"})
-        register("video", video_flow, print_video_summary)
+        register("video", video_flow, print_video_summary, preflight=video_preflight)
 
 
 if __name__ == "__main__":

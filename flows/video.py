@@ -27,7 +27,8 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,7 +68,7 @@ from reelforge.script import (
     load_script,
     make_writer,
 )
-from reelforge.settings import Settings
+from reelforge.settings import ScriptLimits, Settings
 from reelforge.storage import (
     ArtifactRef,
     Manifest,
@@ -91,13 +92,14 @@ from reelforge.video import (
     SegmentPlan,
     lipsync_plan,
     place_lines,
+    placement_text,
     plan_scenes,
     resolve_cast,
     shot_identity,
     snap_spans,
+    speaker_prompt,
     take_for,
 )
-from reelforge.video.plan import placement_text, speaker_prompt
 from tasks.artifacts import job_rows, publish_summary
 from tasks.cancellation import cancel_scope, on_cancellation, on_crashed
 from tasks.context import current_flow_run_id
@@ -195,6 +197,51 @@ def _pose_file(pose: str | None) -> Path | None:
 
 def _rejected(exc: ScriptValidationError) -> ScriptRejected:
     return ScriptRejected(str(exc), problems=[str(p) for p in exc.problems])
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """The video flow's inputs after the checks that need no worker and no store."""
+
+    edited: Script | None
+    names: list[str]
+    music: Path | None
+    pose: Path | None
+
+
+def check_video_inputs(
+    *, brief: str | None, script: str | None, duration: float, characters: str, music: str | None,
+    pose: str | None, limits: ScriptLimits,
+) -> CheckedInputs:
+    """Refuse bad input naming the field (or the script's scene) before anything runs: ``reelforge run video``
+    calls this before the flow starts, and the flow again for callers from Python or a deployment."""
+    edited: Script | None = None
+    if script is not None:
+        try:
+            edited = load_script(script, limits)
+        except ScriptValidationError as exc:
+            raise _rejected(exc) from exc
+    elif brief is None or not brief.strip():
+        raise ScriptRejected("--brief: give a brief (or --script FILE)", problems=["brief: missing"])
+    elif not 0 < duration <= limits.max_duration_s:
+        raise DurationRejected(
+            f"--duration: {duration:g} s is not within (0, {limits.max_duration_s:g}] s "
+            f"(REELFORGE_SCRIPT_MAX_DURATION_S)", field="duration")
+    names = list(edited.characters) if edited is not None else _names(characters)
+    if edited is not None and _names(characters) and set(_names(characters)) != set(names):
+        given = _names(characters)
+        raise CastMismatch(
+            f"--characters {','.join(given)!r} differs from the cast of --script {script!r} "
+            f"({','.join(names) or 'no characters'!r}): give the same names, or leave --characters out to use "
+            f"the script's", given=given, script=names)
+    return CheckedInputs(edited=edited, names=names, music=_music_file(music), pose=_pose_file(pose))
+
+
+def preflight(params: Mapping[str, Any]) -> None:
+    """``reelforge run video``'s check before the flow starts (raises ``InputRejected``)."""
+    check_video_inputs(brief=params.get("brief"), script=params.get("script"), duration=params["duration"],
+                       characters=params.get("characters") or "", music=params.get("music"),
+                       pose=params.get("pose"), limits=Settings.load().script)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -574,27 +621,9 @@ async def video_flow(
     started = time.monotonic()
     settings = Settings.load()
     limits = settings.script
-    edited: Script | None = None
-    if script is not None:
-        try:
-            edited = await asyncio.to_thread(load_script, script, limits)
-        except ScriptValidationError as exc:
-            raise _rejected(exc) from exc
-    elif brief is None or not brief.strip():
-        raise ScriptRejected("--brief: give a brief (or --script FILE)", problems=["brief: missing"])
-    elif not 0 < duration <= limits.max_duration_s:
-        raise DurationRejected(
-            f"--duration: {duration:g} s is not within (0, {limits.max_duration_s:g}] s "
-            f"(REELFORGE_SCRIPT_MAX_DURATION_S)", field="duration")
-    names = list(edited.characters) if edited is not None else _names(characters)
-    if edited is not None and _names(characters) and set(_names(characters)) != set(names):
-        given = _names(characters)
-        raise CastMismatch(
-            f"--characters {','.join(given)!r} differs from the cast of --script {script!r} "
-            f"({','.join(names) or 'no characters'!r}): give the same names, or leave --characters out to use "
-            f"the script's", given=given, script=names)
-    supplied = _music_file(music)
-    pose_path = _pose_file(pose)
+    checked = await asyncio.to_thread(check_video_inputs, brief=brief, script=script, duration=duration,
+                                      characters=characters, music=music, pose=pose, limits=limits)
+    edited, names, supplied, pose_path = checked.edited, checked.names, checked.music, checked.pose
     flow_run_id = current_flow_run_id()
     async with open_engine(settings) as engine:
         store = engine.store

@@ -24,10 +24,12 @@ from reelforge.video.plan import (
     lipsync_plan,
     lipsync_windows,
     place_lines,
+    placement_text,
     plan_scenes,
     scene_frames,
     shot_identity,
     snap_spans,
+    speaker_prompt,
 )
 from reelforge.video.takes import take_for
 
@@ -52,11 +54,13 @@ __all__ = [
     "lipsync_plan",
     "lipsync_windows",
     "place_lines",
+    "placement_text",
     "plan_scenes",
     "resolve_cast",
     "scene_frames",
     "shot_identity",
     "snap_spans",
+    "speaker_prompt",
     "speech_stage",
     "take_for",
 ]

@@ -184,3 +184,25 @@ def test_run_batch_bad_file_exits_2_and_a_failed_row_exits_1(
     uri = next(line.split("summary: ", 1)[1] for line in done.stdout.splitlines() if line.startswith("summary: "))
     summary = json.loads(Path(uri.strip().removeprefix("file://")).read_text())
     assert summary["rows"][1]["error"] == "row 2 (line 3), column age: '70': out of range for kpop_idol (17-28)"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--brief", "A short film", "--duration", "0"], "--duration: 0 s is not within (0, 600] s"),
+        (["--duration", "30"], "--brief: give a brief"),
+        (["--brief", "x", "--music", "__FILE__"], "not usable as music"),
+    ],
+)
+def test_video_bad_input_is_refused_before_the_flow_starts(
+    tmp_path: Path, slow_worker: PreviewWorkerThread, args: list[str], fragment: str
+) -> None:
+    not_audio = tmp_path / "notes.txt"
+    not_audio.write_text("not audio")
+    proc = run_cli(["run", "video", *[str(not_audio) if a == "__FILE__" else a for a in args]],
+                   cli_env(tmp_path, slow_worker), timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert fragment in " ".join(proc.stderr.split())
+    # Refused by the pre-flight check: no flow run began, so no Prefect traceback before the error line.
+    assert "Traceback" not in proc.stderr and "Beginning flow run" not in proc.stderr
+    assert not (tmp_path / "store").exists()  # nothing stored
