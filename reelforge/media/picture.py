@@ -125,7 +125,7 @@ def draw_timeline(plan: Plan, facts: TimelineFacts, out: Path) -> Path:
         a = x(line.start_sample / plan.sample_rate)
         b = x((line.start_sample + line.samples) / plan.sample_rate)
         d.rectangle([a, y0, max(a + 2, b), y1], fill="#f1ce63", outline="#b8860b")
-        label = (line.speaker or "") + (f": {line.text}" if line.text else "")
+        label = ": ".join(part for part in (line.speaker, line.text) if part)  # no ": " without a speaker
         d.text((a + 3, y0 + 3), label[: max(1, int((b - a) / 7))], fill="black", font=small)
     y0, y1 = bands["cues"]
     for cue in facts.cues:
