@@ -184,14 +184,15 @@ async def test_shallow_queue_never_holds_more_than_one_pending(
     assert all(g < 0.05 for g in gaps), gaps
 
 
+@pytest.mark.parametrize("admission", ["local", "shared"])
 async def test_crash_mid_job_fails_over_and_every_job_runs_exactly_once(
-    make_worker: MakeWorker, make_client: MakeClient
+    make_worker: MakeWorker, make_client: MakeClient, admission: str
 ) -> None:
     workers = [await make_worker(latency="fixed:0.3") for _ in range(3)]
     clients = [make_client(w, f"w{i}") for i, w in enumerate(workers)]
     owners = track_submits(clients)
     jobs = 12
-    async with WorkerPool(clients, queue_depth=1, cooldown_base=5.0) as pool:
+    async with WorkerPool(clients, queue_depth=1, cooldown_base=5.0, admission=admission) as pool:  # type: ignore[arg-type]
         batch = asyncio.gather(*(pool.run(image_graph(i), job_id=f"job{i}") for i in range(jobs)))
         await wait_running(workers[0])
         await asyncio.sleep(0.1)
