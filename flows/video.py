@@ -90,6 +90,7 @@ from reelforge.video import (
     ScenePlan,
     ScriptRejected,
     SegmentPlan,
+    keyframe_identities,
     lipsync_plan,
     place_lines,
     placement_text,
@@ -116,6 +117,8 @@ LIPSYNC_WINDOW = 77  # talking_video's chunk (Wan S2V: 77 frames, 4.8 s)
 NARRATOR_VOICE = "a calm, warm adult narrator, clear articulation, medium pace"
 TEXT_KEYFRAME = "character_base_realistic"  # text-to-image (Flux) for scenes with nobody of the cast on screen
 POSE_KEYFRAME = "keyframe_pose"  # keyframe_ipadapter's identity + OpenPose ControlNet, for --pose
+IDENTITY_KEYFRAME = "keyframe_ipadapter"  # one on-screen character's LoRA + its reference image through IP-Adapter
+TWO_SHOT_KEYFRAME = "keyframe_two_shot"  # two characters' LoRAs + each one's reference on its half (left, right)
 
 
 class TakeRef(BaseModel):
@@ -326,19 +329,18 @@ class _Production:
         size = self.keyframe_size()
         seed = self.seed + 1000 * scene.number + (1 if what == "end" else 0)
         prompt = self.keyframe_prompt(scene, text)
-        on_screen = [c for c in scene.characters if c in self.cast]
-        if on_screen:
-            member = self.cast[on_screen[0]]  # the templates hold one identity: the first on screen leads
-            inputs = {"reference": member.base}
-            if self.pose is not None and what == "start":  # the same identity, posed by the OpenPose ControlNet
-                inputs["pose"] = self.pose
-            made = await self.gpu(POSE_KEYFRAME if "pose" in inputs else "keyframe_ipadapter",
-                                  {"prompt": prompt, "lora": self.lora_names[member.name], "seed": seed, **size},
-                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
-                                  inputs)
-        else:
-            made = await self.gpu(TEXT_KEYFRAME, {"prompt": prompt, "seed": seed, **size},
-                                  self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"))
+        pose = self.pose if what == "start" else None  # one identity, posed by the OpenPose ControlNet
+        identities = keyframe_identities(scene.characters, self.cast, posed=pose is not None)
+        params: dict[str, Any] = {"prompt": prompt, "seed": seed, **size}
+        inputs: dict[str, ArtifactRef] = {}
+        for name, suffix in zip(identities, ("", "_b"), strict=False):  # left (the first listed), then right
+            params[f"lora{suffix}"] = self.lora_names[name]
+            inputs[f"reference{suffix}"] = self.cast[name].base
+        if pose is not None and identities:
+            inputs["pose"] = pose
+        made = await self.gpu(_keyframe_template(identities, pose is not None), params,
+                              self.place(scene.number, 1, "keyframe"), self.tag(scene.number, f"keyframe-{what}"),
+                              inputs or None)
         return made.refs[0]
 
     async def keyframes(self) -> dict[tuple[int, str], ArtifactRef]:
@@ -572,15 +574,23 @@ class _Production:
         return timeline, inputs
 
 
+def _keyframe_template(identities: list[str], posed: bool) -> str:
+    """The keyframe template for the identities a keyframe carries (``keyframe_identities``, left first)."""
+    if not identities:
+        return TEXT_KEYFRAME
+    if posed:
+        return POSE_KEYFRAME
+    return TWO_SHOT_KEYFRAME if len(identities) > 1 else IDENTITY_KEYFRAME
+
+
 def _templates(script: Script, plans: list[ScenePlan], cast: dict[str, CastMember], music: bool,
                pose: bool = False) -> list[str]:
     names: set[str] = set()
     for plan, scene in zip(plans, script.scenes, strict=True):
-        cast_on_screen = any(c in cast for c in scene.characters)
         if plan.keyframe:
-            names.add((POSE_KEYFRAME if pose else "keyframe_ipadapter") if cast_on_screen else TEXT_KEYFRAME)
+            names.add(_keyframe_template(keyframe_identities(scene.characters, cast, posed=pose), pose))
         if scene.end_frame:
-            names.add("keyframe_ipadapter" if cast_on_screen else TEXT_KEYFRAME)
+            names.add(_keyframe_template(keyframe_identities(scene.characters, cast), False))
         for segment in plan.segments:
             names.add("first_last_frame" if segment.end_frame else "image_to_video")
         for line in scene.dialogue:

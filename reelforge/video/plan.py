@@ -21,12 +21,16 @@ assembled agrees to the frame:
 * **Placement**: a scene's characters stand left to right in the order the scene lists them; the keyframe prompt
   says so (``placement_text``) and each lip-sync window's prompt names who speaks, where, and to whom
   (``speaker_prompt``).
+* **Keyframe identities** (``keyframe_identities``): whose identity a keyframe carries, left first: the first two
+  on-screen characters with a LoRA (one each on the left and right half, keyframe_two_shot), only the first for a
+  posed keyframe (keyframe_pose holds one identity), nobody without a cast member on screen.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +45,7 @@ __all__ = [
     "SegmentPlan",
     "SnappedSpans",
     "four_n_plus_one",
+    "keyframe_identities",
     "lipsync_plan",
     "lipsync_windows",
     "place_lines",
@@ -265,6 +270,15 @@ def placement_text(characters: list[str]) -> str:
     if len(places) < 2:
         return ""
     return ", ".join(f"{name} {place}" for name, place in places.items())
+
+
+def keyframe_identities(characters: list[str], identified: Collection[str], *, posed: bool = False) -> list[str]:
+    """Whose identity a scene's keyframe carries, left first: the first two of ``characters`` (the scene's order,
+    which is also left to right) that are in ``identified`` (the cast members with a LoRA), the first alone when
+    the keyframe is posed (the pose template holds one identity); [] when none is on screen. A third character and
+    later ones come from the prompt only."""
+    on_screen = [name for name in characters if name in identified]
+    return on_screen[:1] if posed else on_screen[:2]
 
 
 def speaker_prompt(speaker: str, characters: list[str]) -> str:

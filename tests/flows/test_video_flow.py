@@ -17,7 +17,8 @@ import pytest_asyncio
 
 import tasks.events
 from flows.character import character_flow
-from flows.video import VideoResult, video_flow
+from flows.video import VideoResult, _templates, video_flow
+from reelforge.delivery import lora_file_name
 from reelforge.errors import InputRejected
 from reelforge.media import probe
 from reelforge.media.synth import beat_track, tone, write_wav
@@ -32,6 +33,7 @@ from reelforge.video import (
     PoseRejected,
     ScriptRejected,
     UnknownCharacter,
+    plan_scenes,
     resolve_cast,
 )
 
@@ -197,6 +199,26 @@ async def test_two_speakers_are_lip_synced_one_window_each(
     assert prompts[1].startswith("Ari (on the right) speaks to Mina (on the left); Mina listens. ")
     assert prompts[2] == prompts[0]
     assert "Mina on the left, Ari on the right" in stages["s02-keyframe-start"].params["prompt"]
+    # the two-shot keyframe carries both identities: Mina's LoRA and reference on the left half, Ari's on the right
+    key = stages["s02-keyframe-start"]
+    cast = resolve_cast(store, ["Mina", "Ari"])
+    mina, ari_member = cast["Mina"], cast["Ari"]
+    assert key.stage == "keyframe_two_shot"
+    assert key.params["lora"].endswith(lora_file_name(mina.lora.sha256))  # as delivered (a folder may lead)
+    assert key.params["lora_b"].endswith(lora_file_name(ari_member.lora.sha256))
+    assert key.params["lora"] != key.params["lora_b"]
+    assert key.inputs["reference"].sha256 == mina.base.sha256
+    assert key.inputs["reference_b"].sha256 == ari_member.base.sha256 != mina.base.sha256
+    assert stages["s03-keyframe-end"].stage == "keyframe_ipadapter"  # Mina alone: one identity, as before
+    assert stages["s03-keyframe-end"].params["lora"] == key.params["lora"]
+    # the flow validates the two-shot template up front when a keyframe needs it (not with --pose, one per scene)
+    duet = parse_script(json.dumps(_duet(script)), ScriptLimits())
+    plans = plan_scenes(duet, fps=16.0, segment_frames=81, max_chain=6)
+    assert "keyframe_two_shot" in _templates(duet, plans, cast, True)
+    assert "keyframe_two_shot" not in _templates(duet, plans, cast, True, pose=True)
+    solo = parse_script(json.dumps(script), ScriptLimits())
+    assert "keyframe_two_shot" not in _templates(solo, plan_scenes(solo, fps=16.0, segment_frames=81, max_chain=6),
+                                                 cast, True)
     join = stages["s02-lipsync-join"].record
     assert join["speakers"] == ["Mina", "Ari", "Mina"] and join["asked"] == [w["frames"] for w in lip["windows"]]
     assert join["frames"] == sum(join["asked"]) == 88 - lip["start"]  # scene 2: frames 40 to 128

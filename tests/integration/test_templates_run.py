@@ -32,6 +32,7 @@ def test_every_pipeline_stage_has_a_template() -> None:
     assert set(TEMPLATES) == {
         "character_base_realistic", "character_base_stylized", "character_variation_realistic",
         "character_variation_stylized", "lora_train", "lora_test", "keyframe_ipadapter", "keyframe_pose",
+        "keyframe_two_shot",
         "image_to_video", "first_last_frame", "talking_video", "voice_design", "voice_clone", "music", "upscale",
     }
 

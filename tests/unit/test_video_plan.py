@@ -23,7 +23,7 @@ from reelforge.video import (
     speech_stage,
 )
 from reelforge.video.media import decode_mono
-from reelforge.video.plan import placement_text, speaker_prompt
+from reelforge.video.plan import keyframe_identities, placement_text, speaker_prompt
 
 
 def _script(durations: list[float], chained: list[bool]) -> Script:
@@ -99,6 +99,17 @@ def test_placement_is_the_scene_order_left_to_right() -> None:
     assert speaker_prompt("Mina", ["Mina"]) == "Mina speaks"
     assert speaker_prompt("Ari", ["Mina", "Ari", "Jun"]) == (
         "Ari (in the middle) speaks to Mina (on the left) and Jun (on the right); Mina and Jun listen")
+
+
+def test_keyframe_identities_are_the_first_two_on_screen_left_first() -> None:
+    lora = {"Mina", "Ari", "Jun"}  # the cast members with a LoRA
+    assert keyframe_identities(["Mina", "Ari"], lora) == ["Mina", "Ari"]  # Mina on the left half, Ari on the right
+    assert keyframe_identities(["Ari", "Mina"], lora) == ["Ari", "Mina"]  # the scene's order, as the prompt places
+    assert keyframe_identities(["Mina", "Ari", "Jun"], lora) == ["Mina", "Ari"]  # a third from the prompt only
+    assert keyframe_identities(["Extra", "Jun", "Mina"], lora) == ["Jun", "Mina"]  # nobody without a LoRA
+    assert keyframe_identities(["Mina"], lora) == ["Mina"]
+    assert keyframe_identities(["Extra"], lora) == keyframe_identities([], lora) == []
+    assert keyframe_identities(["Mina", "Ari"], lora, posed=True) == ["Mina"]  # the pose template holds one
 
 
 def _clip(path: Path, frames: int, size: int = 64) -> Path:

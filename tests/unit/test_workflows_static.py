@@ -35,6 +35,7 @@ EXPECTED = {
     "lora_test",
     "keyframe_ipadapter",
     "keyframe_pose",
+    "keyframe_two_shot",
     "image_to_video",
     "first_last_frame",
     "talking_video",

@@ -1,4 +1,4 @@
-"""Mask nodes: ImageToMask, MaskToImage, SolidMask (ComfyUI semantics)."""
+"""Mask nodes: ImageToMask, MaskToImage, SolidMask, MaskComposite (ComfyUI semantics)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,32 @@ def solid_mask(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
     width = int(inputs["width"])
     height = int(inputs["height"])
     return NodeResult(outputs=(np.full((1, height, width), value, dtype=np.float32),))
+
+
+_LOGICAL = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}
+
+
+@node("MaskComposite")
+def mask_composite(ctx: ExecContext, inputs: dict[str, Any]) -> NodeResult:
+    """ComfyUI's ``MaskComposite.combine``: ``source`` placed at (x, y) on a copy of ``destination`` (clipped to it),
+    combined by ``operation`` inside that rectangle only, the whole result clamped to 0..1."""
+    destination = np.asarray(inputs["destination"], dtype=np.float32)
+    output = destination.reshape((-1, destination.shape[-2], destination.shape[-1])).copy()
+    source = np.asarray(inputs["source"], dtype=np.float32)
+    source = source.reshape((-1, source.shape[-2], source.shape[-1]))
+    left, top = int(inputs["x"]), int(inputs["y"])
+    right = min(left + source.shape[-1], output.shape[-1])
+    bottom = min(top + source.shape[-2], output.shape[-2])
+    part = source[:, : bottom - top, : right - left]
+    region = output[:, top:bottom, left:right]
+    operation = str(inputs["operation"])
+    if operation == "multiply":
+        combined = region * part
+    elif operation == "add":
+        combined = region + part
+    elif operation == "subtract":
+        combined = region - part
+    else:  # and / or / xor: on the rounded values, as booleans (torch rounds half to even, like numpy)
+        combined = _LOGICAL[operation](np.round(region) != 0, np.round(part) != 0).astype(np.float32)
+    output[:, top:bottom, left:right] = combined
+    return NodeResult(outputs=(np.clip(output, 0.0, 1.0),))
