@@ -66,7 +66,8 @@ from reelforge.script import (
     check_brief,
     dump_script,
     load_script,
-    make_writer,
+    parse_script,
+    script_stage_params,
 )
 from reelforge.settings import ScriptLimits, Settings
 from reelforge.storage import (
@@ -108,7 +109,7 @@ from tasks.events import video_ready
 from tasks.gpu import template_named
 from tasks.progress import FlowProgress
 from tasks.stage import Stage, StageRunner
-from tasks.stages import ASSEMBLE, AUDIO_CHECK, BEATS, FRAME, LIPSYNC_JOIN, SPEECH
+from tasks.stages import ASSEMBLE, AUDIO_CHECK, BEATS, FRAME, LIPSYNC_JOIN, SCRIPT, SPEECH
 
 __all__ = ["VideoResult", "print_video_summary", "video_flow"]
 
@@ -642,11 +643,19 @@ async def video_flow(
             try:
                 the_brief = check_brief(Brief(text=brief or "", target_duration_s=duration, characters=names,
                                               style=style, mood=mood, seed=seed), limits, list(cast))
-                written = await make_writer(settings.llm).write(the_brief, limits)
+                # A cached stage: the same brief and writer give back the same script (an LLM would answer
+                # differently each time, and every scene would be made again).
+                script_stages = await StageRunner.create(engine)
+                wrote = await script_stages.run(SCRIPT, script_stage_params(the_brief, limits, settings.llm),
+                                                place="scripts/", job_id="script")
+                script_records = script_stages.records
+                written = parse_script(await asyncio.to_thread(store.read_bytes, wrote.refs[0].key), limits,
+                                       source=wrote.refs[0].uri)
             except ScriptValidationError as exc:
                 raise _rejected(exc) from exc
         else:
             written = edited
+            script_records = []
         slug = safe_slug(production or written.title)
         data = dump_script(written)
         sha = hashlib.sha256(data).hexdigest()
@@ -685,7 +694,7 @@ async def video_flow(
                 raise
             finally:
                 await progress.close()
-        records = sorted(stages.records, key=lambda r: r.job_id)
+        records = sorted([*script_records, *stages.records], key=lambda r: r.job_id)
         takes = [run.takes[k] for k in sorted(run.takes)]
         assembled: StageRecord = result
         outputs = {o.node_id: ArtifactRef(**o.model_dump(exclude={"node_id"})) for o in assembled.outputs}
@@ -707,7 +716,8 @@ async def video_flow(
     video_ready(slug, outputs["video"], manifest=manifest_ref)
     for note in run.notes:
         print(note)
-    print(f"{len(records)} stages: {stages.executed} executed, {stages.cached} cached")
+    executed = sum(1 for r in records if not r.cached)
+    print(f"{len(records)} stages: {executed} executed, {len(records) - executed} cached")
     print(f"{written.title} v{version}: {outputs['video'].uri}")
     report = assembled.record
     return VideoResult(
@@ -718,7 +728,7 @@ async def video_flow(
         loudness_lufs=_loudness(report), scenes=len(written.scenes),
         cuts_s=[round(p.first_frame / FPS, 4) for p in run.plans[1:]], snapped=run.snapped, takes=takes,
         notes=run.notes,
-        jobs=job_rows(records), executed=stages.executed, cached=stages.cached,
+        jobs=job_rows(records), executed=executed, cached=len(records) - executed,
         gpu_seconds=manifest.total_gpu_seconds, cost=manifest.total_cost, wall_s=round(time.monotonic() - started, 2),
         manifest_key=manifest_ref.key, manifest_uri=manifest_ref.uri, run_manifest_key=run_key,
         flow_run_id=flow_run_id,

@@ -9,13 +9,14 @@ from __future__ import annotations
 from reelforge.identity import identity_stage
 from reelforge.lora import external_train_stage, lora_check_stage
 from reelforge.media import assemble_stage, audio_stage, beats_stage, phash_stage, video_stage
+from reelforge.script import script_stage
 from reelforge.training import dataset_stage
 from reelforge.video import frame_stage, lipsync_join_stage, speech_stage
 from tasks.stage import Stage
 
 __all__ = [
     "ASSEMBLE", "AUDIO_CHECK", "BEATS", "DATASET", "FRAME", "IDENTITY", "LIPSYNC_JOIN", "LORA_CHECK",
-    "LORA_TRAIN_EXTERNAL", "PHASH", "SPEECH", "VIDEO_CHECK",
+    "LORA_TRAIN_EXTERNAL", "PHASH", "SCRIPT", "SPEECH", "VIDEO_CHECK",
 ]
 
 # version 2: the reduced-before-DCT hash (bench/phash.py), up to 2 bits from version 1 on images of 256 px and more.
@@ -60,3 +61,7 @@ LIPSYNC_JOIN = Stage.cpu("lipsync_join", version="1", fn=lipsync_join_stage, pro
 ASSEMBLE = Stage.cpu("assemble", version="1", fn=assemble_stage, process=True)
 """A ``Timeline`` (``params["timeline"]``, paths naming inputs) assembled and verified: video, SRT, poster, timeline
 picture, last frame (reelforge.media.assemble)."""
+
+SCRIPT = Stage.cpu("script", version="1", fn=script_stage)
+"""A video's script written from ``params`` (brief, limits, writer identity; reelforge.script.stage) as JSON: the
+same brief and writer give back the stored script. A thread stage: it calls the LLM API from this process."""

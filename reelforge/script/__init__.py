@@ -45,6 +45,7 @@ from reelforge.script.models import (
 )
 from reelforge.script.offline import OFFLINE_WRITER, OfflineWriter
 from reelforge.script.prompts import draft_schema
+from reelforge.script.stage import script_stage, script_stage_params
 from reelforge.script.validate import (
     brief_problems,
     check_brief,
@@ -95,6 +96,8 @@ __all__ = [
     "parse_script",
     "save_script",
     "script_problems",
+    "script_stage",
+    "script_stage_params",
     "speech_seconds",
     "validate_script",
 ]

@@ -354,3 +354,33 @@ async def test_character_without_lora_is_refused_naming_it(env: Path) -> None:
     await character_flow(name="Jun", variations=1, intro=False, lora=False, width=256, height=256)
     error = await _refused(brief="Jun bakes", duration=10, characters="Jun")
     assert isinstance(error, CharacterIncomplete) and error.name == "Jun" and "no LoRA" in str(error)
+
+
+async def test_the_same_brief_again_reuses_the_written_script(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An LLM answers differently each time: the script stage keeps the first answer for the same brief and
+    writer, so a re-run asks nothing and makes nothing again."""
+    from reelforge.script import Brief, OfflineWriter
+    from reelforge.script.fake_llm import FakeLLM, Reply
+
+    brief = Brief(text="A kite over the harbour", target_duration_s=6, characters=[])
+    draft = OfflineWriter().compose(brief, ScriptLimits())
+    answers = iter(range(1, 100))
+
+    def another_take(_: dict[str, Any]) -> Reply:
+        return Reply.script(draft.model_copy(update={"title": f"Kite take {next(answers)}"}))
+
+    async with FakeLLM(api_key="sk-script-stage-test", default=another_take) as llm:
+        monkeypatch.setenv("REELFORGE_LLM_BASE_URL", llm.url)
+        monkeypatch.setenv("REELFORGE_LLM_API_KEY", "sk-script-stage-test")
+        first = await video_flow(brief=brief.text, duration=6, width=320, height=320)
+        again = await video_flow(brief=brief.text, duration=6, width=320, height=320)
+        asked = len(llm.requests)
+        monkeypatch.setenv("REELFORGE_LLM_MODEL", "another-model")  # another writer: a new script
+        other = await video_flow(brief=brief.text, duration=6, width=320, height=320)
+    assert first.title == again.title == "Kite take 1" and asked == 1
+    assert again.executed == 0 and again.video == first.video
+    assert "script" in executed(first) and "script" not in executed(again)
+    assert other.title == "Kite take 2"
+    manifest = read_manifest(LocalStore(env / "store"), first.manifest_key)
+    writer = next(s for s in manifest.stages if s.stage == "script").params["writer"]
+    assert writer["base_url"] == llm.url.rstrip("/") and "sk-script-stage-test" not in json.dumps(writer)
