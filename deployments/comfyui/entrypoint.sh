@@ -5,7 +5,9 @@
 #   2. fetch_models.py --verify (--deep with REELFORGE_VERIFY_DEEP=1): any model missing or of the wrong
 #      size -> exit 1 without starting ComfyUI (the orchestrator never sees a worker that lacks its models).
 #   3. REELFORGE_LORA_SHARED_DIR (the shared LoRA folder as this worker mounts it, docs/lora.md): must be a
-#      directory; it is added to ComfyUI's loras through --extra-model-paths-config.
+#      directory; it is added to ComfyUI's loras through --extra-model-paths-config. REELFORGE_MODELS_DIR (a
+#      volume elsewhere than $COMFYUI_DIR/models): verified there, and given to ComfyUI the same way as its
+#      default models folder (every folder the lock names, and loras).
 #   4. Writes the ready marker healthcheck.sh looks for, then execs ComfyUI (extra arguments are passed on).
 #
 # REELFORGE_TEMPLATES="image_to_video music" limits fetching and verifying to those templates' models.
@@ -53,6 +55,17 @@ fi
 set +f
 
 set -- --listen "$LISTEN" --port "$PORT" "$@"
+paths="$STATE_DIR/reelforge-extra-model-paths.yaml"
+: > "$paths"
+if [ "$MODELS_DIR" != "$COMFYUI_DIR/models" ]; then
+    # The models were verified there, so ComfyUI must load them from there too (first, as its default).
+    escaped=$(printf '%s' "$MODELS_DIR" | sed "s/'/''/g")
+    printf "reelforge_models:\n  base_path: '%s'\n  is_default: true\n" "$escaped" >> "$paths"
+    for folder in $(sed -n 's/^ *- folder: *//p' "$LOCK" | sort -u) loras; do
+        printf "  %s: %s\n" "$folder" "$folder" >> "$paths"
+    done
+    log "models folder: $MODELS_DIR"
+fi
 if [ -n "${REELFORGE_LORA_SHARED_DIR:-}" ]; then
     case "$REELFORGE_LORA_SHARED_DIR" in
         /*) ;;
@@ -62,11 +75,12 @@ if [ -n "${REELFORGE_LORA_SHARED_DIR:-}" ]; then
         log "REELFORGE_LORA_SHARED_DIR=$REELFORGE_LORA_SHARED_DIR is not a readable directory (mount the shared LoRA folder)"
         exit 1
     fi
-    paths="$STATE_DIR/reelforge-extra-model-paths.yaml"
     escaped=$(printf '%s' "$REELFORGE_LORA_SHARED_DIR" | sed "s/'/''/g")
-    printf "reelforge:\n  loras: '%s'\n" "$escaped" > "$paths"
-    set -- "$@" --extra-model-paths-config "$paths"
+    printf "reelforge:\n  loras: '%s'\n" "$escaped" >> "$paths"
     log "shared LoRA folder: $REELFORGE_LORA_SHARED_DIR"
+fi
+if [ -s "$paths" ]; then
+    set -- "$@" --extra-model-paths-config "$paths"
 fi
 
 : > "$READY_FILE"

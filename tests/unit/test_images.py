@@ -201,6 +201,19 @@ def test_entrypoint_adds_the_shared_lora_folder(tmp_path):
     assert not (tmp_path / "ComfyUI" / "main.py.argv").exists()
 
 
+def test_entrypoint_gives_comfyui_the_models_folder_it_verified(tmp_path):
+    env = _worker(tmp_path, present=True)
+    volume = tmp_path / "models volume"
+    (tmp_path / "ComfyUI" / "models").rename(volume)  # the models live on a volume elsewhere
+    env |= {"REELFORGE_MODELS_DIR": str(volume)}
+    result = _sh(COMFY / "entrypoint.sh", env)
+    assert result.returncode == 0, result.stderr
+    argv = yaml.safe_load((tmp_path / "ComfyUI" / "main.py.argv").read_text())
+    config = yaml.safe_load(Path(argv[argv.index("--extra-model-paths-config") + 1]).read_text())
+    assert config == {"reelforge_models": {"base_path": str(volume), "is_default": True, "vae": "vae", "loras": "loras"}}
+    # (Without it no extra config is passed: test_entrypoint_starts_comfyui_when_models_are_present.)
+
+
 class _Stats(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
