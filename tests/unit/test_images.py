@@ -210,7 +210,8 @@ def test_entrypoint_gives_comfyui_the_models_folder_it_verified(tmp_path):
     assert result.returncode == 0, result.stderr
     argv = yaml.safe_load((tmp_path / "ComfyUI" / "main.py.argv").read_text())
     config = yaml.safe_load(Path(argv[argv.index("--extra-model-paths-config") + 1]).read_text())
-    assert config == {"reelforge_models": {"base_path": str(volume), "is_default": True, "vae": "vae", "loras": "loras"}}
+    expected = {"base_path": str(volume), "is_default": True, "vae": "vae", "loras": "loras"}
+    assert config == {"reelforge_models": expected}
     # (Without it no extra config is passed: test_entrypoint_starts_comfyui_when_models_are_present.)
 
 
