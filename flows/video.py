@@ -91,6 +91,7 @@ from reelforge.video import (
     ScenePlan,
     ScriptRejected,
     SegmentPlan,
+    VideoInputError,
     keyframe_identities,
     lipsync_plan,
     place_lines,
@@ -167,13 +168,21 @@ def _names(characters: str) -> list[str]:
     return [n.strip() for n in characters.split(",") if n.strip()]
 
 
+def _given_file(value: str | None, field: str, rejected: type[VideoInputError]) -> Path | None:
+    """The file an option names (None when not given), or ``rejected`` naming ``--<field>`` when it is not one."""
+    if value is None or not value.strip():
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise rejected(f"--{field} {value!r}: not a readable file", field=field)
+    return path
+
+
 def _music_file(music: str | None) -> Path | None:
     """The supplied music as a readable audio file, or a field error before anything runs."""
-    if music is None or not music.strip():
+    path = _given_file(music, "music", MusicRejected)
+    if path is None:
         return None
-    path = Path(music).expanduser()
-    if not path.is_file():
-        raise MusicRejected(f"--music {music!r}: not a readable file", field="music")
     try:
         audio_stage({"audio": path}, {"min_s": 1.0}, path.parent)
     except MediaCheckFailed as exc:
@@ -183,11 +192,9 @@ def _music_file(music: str | None) -> Path | None:
 
 def _pose_file(pose: str | None) -> Path | None:
     """The supplied pose as a readable image file, or a field error before anything runs."""
-    if pose is None or not pose.strip():
+    path = _given_file(pose, "pose", PoseRejected)
+    if path is None:
         return None
-    path = Path(pose).expanduser()
-    if not path.is_file():
-        raise PoseRejected(f"--pose {pose!r}: not a readable file", field="pose")
     from PIL import Image, UnidentifiedImageError
 
     try:

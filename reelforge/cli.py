@@ -513,10 +513,6 @@ def _shown(value: object) -> str:
     return str(value)
 
 
-if __name__ == "__main__":
-    app()
-
-
 # -- productions: the store's videos ------------------------------------------------------------------------
 
 
@@ -571,3 +567,7 @@ def productions_show(
         for take in version.takes:
             typer.echo(f"  take      scene {take.get('scene')} shot {take.get('shot')} take {take.get('take')}  "
                        f"{take.get('place', '')}")
+
+
+if __name__ == "__main__":
+    app()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, Field
@@ -164,14 +164,19 @@ async def inspect_workers(
 # --------------------------------------------------------------------------------------------- characters
 
 
-class CharacterVersion(BaseModel):
-    """One version folder of a character."""
+class StoredVersion(BaseModel):
+    """One version folder of a character or a production."""
 
     version: int
     state: str  # complete | reserved | abandoned
     manifest_key: str | None = None
     manifest_uri: str | None = None
     created_at: str | None = None
+
+
+class CharacterVersion(StoredVersion):
+    """One version folder of a character."""
+
     verdict: str | None = None  # passed | failed | None (no LoRA)
     score: float | None = None
     lora: dict[str, Any] | None = None
@@ -192,18 +197,33 @@ class CharacterEntry(BaseModel):
 
     @property
     def latest(self) -> CharacterVersion | None:
-        complete = [v for v in self.versions if v.state == "complete"]
-        return complete[-1] if complete else None
+        return _latest_complete(self.versions)
 
 
-class CharacterNotFound(LookupError):
-    """No character of that name or slug; ``suggestions`` are the nearest ones stored."""
+_V = TypeVar("_V", bound=StoredVersion)
+
+
+def _latest_complete(versions: list[_V]) -> _V | None:
+    complete = [v for v in versions if v.state == "complete"]
+    return complete[-1] if complete else None
+
+
+class StoredNotFound(LookupError):
+    """Nothing of that name or slug in the store; ``suggestions`` are the nearest ones stored."""
+
+    what = "entry"
 
     def __init__(self, wanted: str, suggestions: list[str]) -> None:
         hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        super().__init__(f"no character {wanted!r} in the store{hint}")
+        super().__init__(f"no {self.what} {wanted!r} in the store{hint}")
         self.wanted = wanted
         self.suggestions = suggestions
+
+
+class CharacterNotFound(StoredNotFound):
+    """No character of that name or slug."""
+
+    what = "character"
 
 
 _VOICE_STAGES = ("voice_design", "voice_clone")
@@ -291,14 +311,9 @@ def find_character(store: ArtifactStore, name_or_slug: str) -> CharacterEntry:
 # --------------------------------------------------------------------------------------------- productions
 
 
-class ProductionVersion(BaseModel):
+class ProductionVersion(StoredVersion):
     """One version of a production: its video, script, cast and the takes it uses."""
 
-    version: int
-    state: str  # complete | reserved | abandoned
-    manifest_key: str | None = None
-    manifest_uri: str | None = None
-    created_at: str | None = None
     video_uri: str | None = None
     script_key: str | None = None
     cast: dict[str, Any] = Field(default_factory=dict)
@@ -317,18 +332,13 @@ class ProductionEntry(BaseModel):
 
     @property
     def latest(self) -> ProductionVersion | None:
-        complete = [v for v in self.versions if v.state == "complete"]
-        return complete[-1] if complete else None
+        return _latest_complete(self.versions)
 
 
-class ProductionNotFound(LookupError):
-    """No production of that slug or title; ``suggestions`` are the nearest ones stored."""
+class ProductionNotFound(StoredNotFound):
+    """No production of that slug or title."""
 
-    def __init__(self, wanted: str, suggestions: list[str]) -> None:
-        hint = f"; did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else ""
-        super().__init__(f"no production {wanted!r} in the store{hint}")
-        self.wanted = wanted
-        self.suggestions = suggestions
+    what = "production"
 
 
 def _production(store: ArtifactStore, slug: str) -> ProductionEntry:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+import tasks.events
 from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
 
 
@@ -23,3 +25,17 @@ def worker() -> Iterator[PreviewWorkerThread]:
     thread.start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture
+def emitted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every event the flows emit in this test (``event``, ``resource`` and the rest), still sent to Prefect."""
+    events: list[dict[str, Any]] = []
+    real_emit = tasks.events.emit_event
+
+    def record(event: str, resource: dict[str, str], **kwargs: Any) -> Any:
+        events.append({"event": event, "resource": resource, **kwargs})
+        return real_emit(event, resource, **kwargs)
+
+    monkeypatch.setattr(tasks.events, "emit_event", record)
+    return events

@@ -21,7 +21,6 @@ from prefect.client.schemas.objects import Artifact
 from prefect.exceptions import ParameterTypeError
 from pydantic import ValidationError
 
-import tasks.events
 from flows.character import CharacterResult, character_flow
 from reelforge.comfy import NoHealthyWorkers
 from reelforge.liveness import Holder
@@ -245,16 +244,8 @@ async def test_an_unwritable_store_is_found_before_the_run_starts(
 
 
 async def test_run_has_progress_table_gallery_and_events(
-    fleet: list[PreviewWorkerThread], store_dir: Path, monkeypatch: pytest.MonkeyPatch
+    fleet: list[PreviewWorkerThread], store_dir: Path, emitted: list[dict[str, Any]]
 ) -> None:
-    emitted: list[dict[str, Any]] = []
-    real_emit = tasks.events.emit_event
-
-    def record(event: str, resource: dict[str, str], **kwargs: Any) -> Any:
-        emitted.append({"event": event, "resource": resource, **kwargs})
-        return real_emit(event, resource, **kwargs)
-
-    monkeypatch.setattr(tasks.events, "emit_event", record)
     result = await character_flow(name="Art Person", variations=1, width=256, height=256, **LIGHT)
     run_id = flow_run_id(result)
     async with get_client() as client:

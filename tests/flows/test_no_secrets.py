@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from webhook_receiver import WebhookReceiver
 
-import tasks.events
 from flows.character import character_flow
 from reelforge.preview.server import PreviewWorker, PreviewWorkerThread
 from reelforge.webhooks import dispatcher
@@ -39,7 +38,7 @@ def workers() -> Iterator[list[PreviewWorkerThread]]:
 
 async def test_no_secret_in_logs_store_events_or_webhooks(
     workers: list[PreviewWorkerThread], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, emitted: list[dict[str, Any]],
 ) -> None:
     receiver = WebhookReceiver(secret=SECRETS["REELFORGE_WEBHOOK_SECRET"]).start()
     try:
@@ -50,14 +49,6 @@ async def test_no_secret_in_logs_store_events_or_webhooks(
         monkeypatch.setenv("REELFORGE_COMFY_URLS", ",".join(w.url for w in workers))
         monkeypatch.setenv("REELFORGE_WEBHOOK_URLS", receiver.url)
         monkeypatch.setenv("REELFORGE_DEDUP_RETRIES", "0")
-        emitted: list[dict[str, Any]] = []
-        real_emit = tasks.events.emit_event
-
-        def record(event: str, resource: dict[str, str], **kwargs: Any) -> Any:
-            emitted.append({"event": event, "resource": resource, **kwargs})
-            return real_emit(event, resource, **kwargs)
-
-        monkeypatch.setattr(tasks.events, "emit_event", record)
         caplog.set_level(logging.DEBUG)
         result = await character_flow(name="Secret Keeper", variations=1, width=256, height=256, lora=False,
                                       intro=False)
