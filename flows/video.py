@@ -75,6 +75,7 @@ from reelforge.storage import (
     Manifest,
     StageRecord,
     content_key,
+    open_store,
     production_part_prefix,
     production_prefix,
     production_shot_prefix,
@@ -249,10 +250,14 @@ def check_video_inputs(
 
 
 def preflight(params: Mapping[str, Any]) -> None:
-    """``reelforge run video``'s check before the flow starts (raises ``InputRejected``)."""
-    check_video_inputs(brief=params.get("brief"), script=params.get("script"), duration=params["duration"],
-                       characters=params.get("characters") or "", music=params.get("music"),
-                       pose=params.get("pose"), limits=Settings.load().script)
+    """``reelforge run video``'s check before the flow starts (raises ``InputRejected``): the inputs, then the
+    cast against the store's character records (the flow checks both again for Python and deployment callers)."""
+    settings = Settings.load()
+    checked = check_video_inputs(brief=params.get("brief"), script=params.get("script"), duration=params["duration"],
+                                 characters=params.get("characters") or "", music=params.get("music"),
+                                 pose=params.get("pose"), limits=settings.script)
+    if checked.names:
+        resolve_cast(open_store(settings.store), checked.names)
 
 
 # ---------------------------------------------------------------------------------------------- the run

@@ -206,3 +206,13 @@ def test_video_bad_input_is_refused_before_the_flow_starts(
     # Refused by the pre-flight check: no flow run began, so no Prefect traceback before the error line.
     assert "Traceback" not in proc.stderr and "Beginning flow run" not in proc.stderr
     assert not (tmp_path / "store").exists()  # nothing stored
+
+
+def test_video_with_an_unknown_character_is_refused_before_the_flow_starts(
+    tmp_path: Path, slow_worker: PreviewWorkerThread
+) -> None:
+    proc = run_cli(["run", "video", "--brief", "A walk", "--duration", "6", "--characters", "Nobody Here"],
+                   cli_env(tmp_path, slow_worker), timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "'Nobody Here' has no character record" in " ".join(proc.stderr.split())
+    assert "Traceback" not in proc.stderr and "Beginning flow run" not in proc.stderr
